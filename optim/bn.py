@@ -1,0 +1,30 @@
+"""Keep batch-norm running statistics still during the perturbed passes.
+
+A sharpness-aware step runs the same batch through the network two or three times.  Only
+the first pass sees the real weights, so only it may move the running mean/variance; the
+perturbed passes must still normalise with the batch's own statistics (as training does).
+Turning ``track_running_stats`` off for the duration does exactly that, and also leaves
+``num_batches_tracked`` alone, which a momentum-0 trick would not.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+@contextmanager
+def frozen_bn_stats(model: nn.Module | None):
+    """Within the block, batch-norm layers of ``model`` use batch statistics but do not
+    update their running buffers.  ``None`` makes it a no-op."""
+    layers = [] if model is None else [
+        m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
+    ]
+    for layer in layers:
+        layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.track_running_stats = True

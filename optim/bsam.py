@@ -1,0 +1,144 @@
+"""BSAM, Bilateral Sharpness-Aware Minimization (Deng et al., arXiv 2409.13173).
+
+Three passes per step (DESIGN.md, "BSAM, normative"):
+
+    g0 = grad L(w)                                   BN running stats updated
+    e_max = rho     g0 / (||g0|| + 1e-12);  g1 = grad L(w + e_max)      BN frozen
+    e_min = rho_min g0 / (||g0|| + 1e-12);  g2 = grad L(w - e_min)      BN frozen
+    restore w;  d = g1 + g0 - (||g1|| / ||g2||) g2  ->  base optimizer
+
+The max side penalises the sharpness of the worst neighbour (as SAM); the min side pulls
+towards the flattest direction the batch allows.  ``rho_min`` follows the learning rate from
+``rho_min`` at ``lr_start`` to ``rho_min_end`` at ``lr_end`` when ``rho_min_end`` is given.
+
+Memory: two persistent parameter-sized buffers (w and g0); g1 lives on in its own gradient
+tensor while g2 is computed, and becomes ``d`` in place.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .sharpness import EPS, SharpnessAwareOptimizer, _global_norm, _grads
+
+
+class BSAM(SharpnessAwareOptimizer):
+    """Bilateral SAM around any base optimizer.
+
+    >>> opt = BSAM(model.parameters(), torch.optim.SGD, rho=0.05, rho_min=0.05,
+    ...            rho_min_end=0.0, lr=0.05, momentum=0.9, weight_decay=1e-3, model=model)
+    >>> loss = opt.step(closure)   # closure: zero_grad, forward, backward, return loss
+
+    By hand (AMP, accumulation, Lightning manual optimization): backward at w, then
+    ``ascend()``, zero grads, backward, ``descend_to_min()``, zero grads, backward, then
+    ``update()`` -- or ``prepare_update(); scaler.step(opt)`` with a ``GradScaler``.
+
+    ``reference_compat=True`` reproduces the authors' published code, whose base step starts
+    from w - e_min instead of w (its restore aliases the saved weights and then subtracts
+    e_min in place).  With lr = 0 the paper rule leaves w unchanged; this mode moves it by
+    exactly e_min.  Use it only to reproduce published numbers.
+    """
+
+    passes = 3
+
+    def __init__(self, params, base_optimizer, *, rho: float = 0.05, rho_min: float = 0.05,
+                 rho_min_end: float | None = None, lr_end: float = 0.0,
+                 adaptive: bool = False, reference_compat: bool = False, model=None,
+                 **base_kwargs):
+        if rho_min < 0 or (rho_min_end is not None and rho_min_end < 0):
+            raise ValueError(f"rho_min and rho_min_end must be >= 0, got {rho_min}, {rho_min_end}")
+        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, model=model,
+                         extra_defaults=dict(rho_min=rho_min, rho_min_end=rho_min_end, lr_end=lr_end),
+                         **base_kwargs)
+        for group in self.param_groups:
+            group.setdefault("lr_start", group["lr"])
+        self.reference_compat = reference_compat
+        self._held_g1: list[list[Tensor]] = []
+
+    def _perturbed_passes(self, closure) -> None:
+        closure()
+        if self.descend_to_min():
+            closure()
+
+    # -- passes ---------------------------------------------------------------------------
+    def _remember_first_gradient(self, params, grads) -> None:
+        torch._foreach_copy_(self._buffers(params, "g0"), grads)
+
+    @torch.no_grad()
+    def descend_to_min(self) -> bool:
+        """After the second backward (g1 at w + e_max): keep g1 and move to w - e_min."""
+        if self._failed:
+            return False
+        g1 = [_grads(ps) for _, ps in self._active]
+        norm1 = _global_norm(g1)
+        self.last_stats["perturbed_grad_norm"] = norm1
+        if not math.isfinite(norm1):
+            self._fail()
+            return False
+        # g1 stays in its own gradient tensors; detach them from the parameters so the
+        # next backward allocates fresh ones (a DDP bucket view would be overwritten).
+        self._held_g1 = [[g if g._base is None else g.clone() for g in gs] for gs in g1]
+        for group, params in self._active:
+            for p in params:
+                p.grad = None
+            w, g0 = self._buffers(params, "w"), self._buffers(params, "g0")
+            torch._foreach_copy_(params, w)
+            self._move(params, g0, -current_rho_min(group) / (self._ascent_norm + EPS),
+                       group["adaptive"], anchor=w)
+        self.last_stats["rho_min"] = current_rho_min(self._active[0][0])
+        return True
+
+    @torch.no_grad()
+    def prepare_update(self) -> bool:
+        """After the third backward (g2 at w - e_min): d = g1 + g0 - (||g1||/||g2||) g2 into
+        ``p.grad``, weights back to w (or left at w - e_min in reference-compatible mode)."""
+        if self._failed:
+            self._give_back_held_gradients()
+            return self._fail()
+        g2 = [_grads(ps) for _, ps in self._active]
+        norm2 = _global_norm(g2)
+        self.last_stats["min_grad_norm"] = norm2
+        if not math.isfinite(norm2):
+            self._give_back_held_gradients()
+            return self._fail()
+        ratio = self.last_stats["perturbed_grad_norm"] / (norm2 + EPS)
+        for (_, params), d, g2_group in zip(self._active, self._held_g1, g2):
+            g0 = self._buffers(params, "g0")
+            torch._foreach_add_(d, g0)
+            torch._foreach_add_(d, g2_group, alpha=-ratio)
+            torch._foreach_sub_(g2_group, g0)  # g2 is spent: reuse it for ||g2 - g0||
+        self.last_stats["cos_g0_g2"] = _cosine_from_difference(
+            self.last_stats["grad_norm"], norm2, _global_norm(g2))
+        self._give_back_held_gradients()
+        if not self.reference_compat:
+            self._restore()
+        self._pending_update = True
+        return True
+
+    def _give_back_held_gradients(self) -> None:
+        """Put the held g1 (now d) back as the parameters' gradients."""
+        for (_, params), held in zip(self._active, self._held_g1):
+            for p, g in zip(params, held):
+                p.grad = g
+        self._held_g1 = []
+
+
+def current_rho_min(group: dict) -> float:
+    """rho_min(t) = end + (start - end) * (lr(t) - lr_end) / (lr_start - lr_end), or the
+    constant ``rho_min`` when no end is set or the LR never changes."""
+    start, end = group["rho_min"], group["rho_min_end"]
+    lr_start, lr_end = group["lr_start"], group["lr_end"]
+    if end is None or lr_start == lr_end:
+        return start
+    lr = group["lr"]
+    lr = float(lr.item()) if isinstance(lr, Tensor) else float(lr)
+    return end + (start - end) * (lr - lr_end) / (lr_start - lr_end)
+
+
+def _cosine_from_difference(norm_a: float, norm_b: float, norm_diff: float) -> float:
+    """cos(a, b) from ||a||, ||b|| and ||a - b|| (no extra buffer for a dot product)."""
+    if norm_a == 0.0 or norm_b == 0.0:
+        return 0.0
+    return (norm_a ** 2 + norm_b ** 2 - norm_diff ** 2) / (2.0 * norm_a * norm_b)

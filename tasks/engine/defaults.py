@@ -1,0 +1,94 @@
+"""Defaults shared by every task, in the SimpleBaseline/HRNet UPPER_CASE style.
+
+A key that appears nowhere in these defaults (or in a task's ``Task.defaults``) is an
+error in a user's YAML.  A default of ``None`` accepts any value; otherwise a value must
+have the default's type (an int is accepted where a float is expected).  The HRNet keys
+that the suite does not use (``GPUS``, ``LOG_DIR`` ...) are accepted so that their
+experiment files load unchanged.
+"""
+
+BASE = {
+    "TASK": "classification",
+    "NAME": "",  # run name; empty -> the config file's stem
+    "OUTPUT_DIR": "output",
+    "LOG_DIR": "log",  # HRNet key, unused (logs go to the run directory)
+    "DATA_DIR": "",  # HRNet key, unused
+    "GPUS": [0],  # HRNet key; the device is chosen by DEVICE / torchrun
+    "WORKERS": 2,
+    "PRINT_FREQ": 20,
+    "AUTO_RESUME": False,
+    "PIN_MEMORY": True,
+    "RANK": 0,  # HRNet key, unused (torchrun sets the rank)
+    "SEED": 0,
+    "DETERMINISTIC": False,
+    "DEVICE": "auto",  # auto | cpu | cuda
+    "AMP": "none",  # none | bf16
+    "CUDNN": {"BENCHMARK": True, "DETERMINISTIC": False, "ENABLED": True},
+    "DATASET": {
+        "DATASET": "",
+        "ROOT": "",
+        "TRAIN_SET": "train",
+        "TEST_SET": "test",
+        "DATA_FORMAT": "jpg",
+    },
+    "MODEL": {
+        "NAME": "",
+        "PRETRAINED": "",
+        "INIT_WEIGHTS": True,
+        "NUM_CLASSES": 10,
+    },
+    "LOSS": {},
+    "TRAIN": {
+        "BATCH_SIZE_PER_GPU": 32,
+        "SHUFFLE": True,
+        "BEGIN_EPOCH": 0,
+        "END_EPOCH": 1,
+        "MAX_ITERS_PER_EPOCH": 0,  # 0 = the whole epoch; >0 caps it (smoke runs, tests)
+        "OPTIMIZER": "sgd",  # sgd | adam | adamw
+        "LR": 0.1,
+        "LR_SCHEDULER": "multistep",  # multistep | cosine | constant
+        "LR_FACTOR": 0.1,
+        "LR_STEP": [90, 120],
+        "LR_END": 0.0,  # final LR of the cosine schedule
+        "WARMUP_EPOCHS": 0.0,
+        "MOMENTUM": 0.9,
+        "NESTEROV": False,
+        "WD": 0.0,
+        "GAMMA1": 0.99,  # Adam betas (HRNet names)
+        "GAMMA2": 0.0,  # HRNet default 0.0 means "use 0.999"
+        "CLIP_GRAD_NORM": 0.0,  # 0 = no clipping
+        "EVAL_EVERY": 1,  # epochs between evaluations
+        "CHECKPOINT": "",  # HRNet key, unused (use --resume)
+        "RESUME": False,
+    },
+    "SAM": {
+        "METHOD": "none",  # none | sam | asam | bsam
+        "RHO": 0.05,
+        "RHO_MIN": 0.05,
+        "RHO_MIN_END": None,  # None: constant RHO_MIN; a float: RHO_MIN follows the LR to it
+        "ADAPTIVE": False,  # ASAM-style element-wise scaling (asam implies it)
+        "REFERENCE_COMPAT": False,  # reproduce the authors' code (step from w - e_min)
+    },
+    "TEST": {
+        "BATCH_SIZE_PER_GPU": 64,
+        "MODEL_FILE": "",
+    },
+    "DEBUG": {"DEBUG": False},
+}
+
+#: Allowed values for base keys (dotted name -> choices, or (predicate, description)).
+CHECKS = {
+    "DEVICE": ["auto", "cpu", "cuda"],
+    "AMP": ["none", "bf16"],
+    "TRAIN.OPTIMIZER": ["sgd", "adam", "adamw"],
+    "TRAIN.LR_SCHEDULER": ["multistep", "cosine", "constant"],
+    "SAM.METHOD": ["none", "sam", "asam", "bsam"],
+    "WORKERS": (lambda v: v >= 0, "an integer >= 0"),
+    "TRAIN.BATCH_SIZE_PER_GPU": (lambda v: v >= 1, "an integer >= 1"),
+    "TEST.BATCH_SIZE_PER_GPU": (lambda v: v >= 1, "an integer >= 1"),
+    "TRAIN.END_EPOCH": (lambda v: v >= 1, "an integer >= 1"),
+    "TRAIN.LR": (lambda v: v >= 0, "a number >= 0"),
+    "TRAIN.WD": (lambda v: v >= 0, "a number >= 0"),
+    "SAM.RHO": (lambda v: v >= 0, "a number >= 0"),
+    "SAM.RHO_MIN": (lambda v: v >= 0, "a number >= 0"),
+}

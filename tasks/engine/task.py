@@ -1,0 +1,112 @@
+"""The contract between the shared trainer and a task, and the registry keyed by ``TASK``.
+
+The trainer knows nothing about images, heatmaps or quantizers: it only calls the methods
+below.  A task module registers itself with ``@register("name")``; ``tasks.get(name)``
+imports the task packages lazily so that ``optim``/``quant`` users never pay for them.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class Task:
+    """Base class of every task.  Subclasses override the methods that raise."""
+
+    #: Registry name (``TASK`` in the config); set by :func:`register`.
+    name: str = ""
+    #: Task-specific config defaults, deep-merged over ``engine.defaults.BASE``.
+    #: Every key a user may write must appear here or in the base defaults.
+    defaults: dict = {}
+    #: Allowed values / checks for task keys: dotted key -> list of choices or a
+    #: ``(predicate, "description of what is allowed")`` pair.
+    checks: dict = {}
+    #: Name of the metric (a key of :meth:`evaluate`'s result) that picks ``model_best.pth``.
+    main_metric: str = "top1"
+    higher_is_better: bool = True
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    # -- building -------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+        """Return ``(train_set, val_set)``."""
+        raise NotImplementedError
+
+    def collate_fn(self) -> Callable | None:
+        """A custom collate function for both loaders, or ``None`` for PyTorch's default."""
+        return None
+
+    def param_groups(self, model: nn.Module) -> list[dict] | Any:
+        """Parameter groups for the optimizer (e.g. a backbone LR multiplier)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def setup(self, model: nn.Module, train_loader, device: torch.device) -> None:
+        """Hook run once before training, after the model is on ``device`` (e.g. QAT calibration)."""
+
+    # -- training ---------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward one batch (already on the device) and return ``(loss, stats)``.
+
+        ``stats`` holds floats to log (e.g. ``{"acc": 0.7}``); the trainer averages them
+        over the epoch weighted by batch size and reduces them across ranks.
+        """
+        raise NotImplementedError
+
+    def batch_size(self, batch) -> int:
+        """Number of samples in ``batch`` (first tensor's leading dimension by default)."""
+        first = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return int(first.shape[0])
+
+    # -- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, out_dir) -> dict[str, float]:
+        """Evaluate ``model`` (in eval mode, on its device) over ``loader``.
+
+        Returns a flat ``{metric: float}`` including :attr:`main_metric`.  ``out_dir`` is a
+        ``pathlib.Path`` where pictures may be written, or ``None`` to write nothing.
+        """
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Task]] = {}
+_TASK_MODULES = ("tasks.classification", "tasks.pose", "tasks.qat")
+
+
+def register(name: str):
+    """Class decorator: make a :class:`Task` subclass reachable as ``TASK: name``."""
+
+    def wrap(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available() -> list[str]:
+    _import_all()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[Task]:
+    _import_all()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown TASK {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def _import_all() -> None:
+    import importlib
+
+    for module in _TASK_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a task package not written yet
+            if err.name != module:
+                raise
