@@ -1,0 +1,253 @@
+"""YAML + defaults + ``--opts`` overrides -> one validated config.
+
+The defaults are the schema: a key that appears in neither ``defaults.BASE`` nor the task's
+``Task.defaults`` is an error, and so is a value whose type differs from its default's.
+Every error is one line naming the file, the dotted key, the value and what is allowed,
+with a close-match suggestion for typos.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from . import task as task_registry
+from .defaults import BASE, CHECKS
+from .errors import UserError
+from .io import atomic_write
+
+
+class ConfigError(UserError):
+    """A config file or override that does not fit the schema."""
+
+
+class Config(dict):
+    """A nested dict with attribute access (``cfg.TRAIN.LR``).
+
+    The root also knows where its file lives (``config_dir``) so that relative paths in it
+    can be resolved (see :meth:`resolve_path`).
+    """
+
+    config_dir: str = "."
+    source: str = "<dict>"
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key.isupper() or key[:1].isupper():
+            self[key] = value
+        else:
+            object.__setattr__(self, key, value)
+
+    def __deepcopy__(self, memo):
+        out = Config({k: copy.deepcopy(v, memo) for k, v in self.items()})
+        out.__dict__.update(self.__dict__)
+        return out
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
+
+    def resolve_path(self, value: str | os.PathLike) -> Path:
+        """A relative path is looked up in the working directory first, then beside the
+        config file; if it exists in neither, the working-directory form is returned."""
+        path = Path(value).expanduser()
+        if path.is_absolute() or path.exists():
+            return path
+        beside = Path(self.config_dir) / path
+        return beside if beside.exists() else path
+
+
+# -- public entry points ---------------------------------------------------------------------
+def load(path: str | os.PathLike, opts: Iterable[str] = ()) -> Config:
+    """Read a YAML file, apply ``--opts KEY VALUE ...`` and validate against the schema."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {source} (pass an existing YAML file to --cfg)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.constructor.ConstructorError as err:
+        tag = getattr(err, "problem", "") or str(err).splitlines()[0]
+        raise ConfigError(f"{source}: unsafe or unknown YAML tag refused ({tag.strip()}); "
+                          "use plain YAML values only") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{source}: cannot read config file: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of UPPER_CASE sections, "
+                          f"got {type(data).__name__}")
+    cfg = build(data, parse_opts(opts), source=source)
+    cfg.config_dir = str(path.parent)
+    if not cfg.NAME:
+        cfg.NAME = path.stem
+    return cfg
+
+
+def make_config(overrides: dict | None = None, task: str | None = None,
+                opts: Iterable[str] = (), config_dir: str = ".") -> Config:
+    """Build a validated config from a dict (tests, scripts): the same checks as :func:`load`."""
+    data = copy.deepcopy(overrides or {})
+    if task is not None:
+        data["TASK"] = task
+    cfg = build(data, parse_opts(opts), source="<dict>")
+    cfg.config_dir = config_dir
+    if not cfg.NAME:
+        cfg.NAME = cfg.TASK
+    return cfg
+
+
+def save(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML (atomically); it loads back with :func:`load`."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def parse_opts(opts: Iterable[str]) -> list[tuple[str, Any]]:
+    """``["TRAIN.LR", "0.1", "SAM.METHOD", "sam"]`` -> ``[("TRAIN.LR", 0.1), ...]``; each value
+    is read as a YAML scalar/list (``safe_load``), so ``0.1``, ``true``, ``[90,120]`` work."""
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"--opts: expected KEY VALUE pairs, got an odd number of items: {opts}")
+    pairs = []
+    for key, text in zip(opts[::2], opts[1::2]):
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        pairs.append((key, value))
+    return pairs
+
+
+# -- schema --------------------------------------------------------------------------------
+def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
+    task_name = dict(overrides).get("TASK", data.get("TASK", BASE["TASK"]))
+    task_cls = _task_class(task_name, source)
+    schema = _deep_merge(BASE, task_cls.defaults)
+    checks = {**CHECKS, **task_cls.checks}
+    merged = copy.deepcopy(schema)
+    _merge_checked(merged, data, schema, prefix="", source=source)
+    for key, value in overrides:
+        _set_dotted(merged, schema, key, value, source="--opts")
+    _run_checks(merged, checks, source)
+    return _to_config(merged)
+
+
+def _task_class(name, source):
+    try:
+        return task_registry.get(str(name))
+    except KeyError:
+        available = task_registry.available()
+        raise ConfigError(f"{source}: TASK: unknown task {name!r}{_suggest(str(name), available)}; "
+                          f"choose one of {', '.join(available)}") from None
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _merge_checked(target: dict, data: dict, schema: dict, prefix: str, source: str) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            raise ConfigError(f"{source}: {dotted}: unknown key{_suggest(key, schema, prefix)}; "
+                              f"allowed here: {', '.join(sorted(map(str, schema)))}")
+        default = schema[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {dotted}: expected a section (mapping), "
+                                  f"got {value!r}")
+            _merge_checked(target[key], value, default, f"{dotted}.", source)
+        else:
+            target[key] = _coerce(value, default, dotted, source)
+
+
+def _set_dotted(target: dict, schema: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node, node_schema = target, schema
+    for i, part in enumerate(parts):
+        prefix = ".".join(parts[:i]) + ("." if i else "")
+        if not isinstance(node_schema, dict) or part not in node_schema:
+            options = node_schema if isinstance(node_schema, dict) else {}
+            raise ConfigError(f"{source}: {dotted}: unknown key{_suggest(part, options, prefix)}")
+        if i == len(parts) - 1:
+            if isinstance(node_schema[part], dict):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: {dotted}: is a section; override its keys "
+                                      f"one by one ({dotted}.KEY VALUE)")
+                _merge_checked(node[part], value, node_schema[part], f"{dotted}.", source)
+            else:
+                node[part] = _coerce(value, node_schema[part], dotted, source)
+        node, node_schema = node[part], node_schema[part]
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list"}
+
+
+def _coerce(value: Any, default: Any, dotted: str, source: str) -> Any:
+    """Check ``value`` against the default's type; ints widen to floats, tuples to lists."""
+    if default is None:
+        return value
+    expected = type(default)
+    if isinstance(value, tuple):
+        value = list(value)
+    ok = (
+        (expected is bool and isinstance(value, bool))
+        or (expected is int and isinstance(value, int) and not isinstance(value, bool))
+        or (expected is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (expected is str and isinstance(value, str))
+        or (expected is list and isinstance(value, list))
+    )
+    if not ok:
+        want = _TYPE_NAMES.get(expected, expected.__name__)
+        raise ConfigError(f"{source}: {dotted}: expected {want}, got {value!r} "
+                          f"({type(value).__name__})")
+    return float(value) if expected is float else value
+
+
+def _run_checks(cfg: dict, checks: dict, source: str) -> None:
+    for dotted, rule in checks.items():
+        node = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        if node is None:
+            continue
+        if isinstance(rule, (list, tuple)) and not (len(rule) == 2 and callable(rule[0])):
+            if node not in rule:
+                raise ConfigError(f"{source}: {dotted}: {node!r} is not allowed; choose one of "
+                                  f"{', '.join(map(str, rule))}{_suggest(str(node), rule)}")
+        else:
+            predicate, allowed = rule
+            if not predicate(node):
+                raise ConfigError(f"{source}: {dotted}: {node!r} is not allowed; expected {allowed}")
+
+
+def _suggest(word: str, options, prefix: str = "") -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _to_config(node: Any) -> Any:
+    if isinstance(node, dict):
+        return Config({k: _to_config(v) for k, v in node.items()})
+    return node
