@@ -1,0 +1,92 @@
+"""Loaders that make a run repeatable: the order of every epoch is a function of the seed
+and the epoch alone, so a resumed run sees the same batches as an uninterrupted one."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled (or not) indices for one epoch, sharded over ranks like
+    ``DistributedSampler``, that can start part-way through the epoch (``skip``)."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world = rank, world
+        self.epoch, self.skip = 0, 0
+        self.per_rank = -(-size // world)  # ceil: every rank gets as many samples
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        order += order[: self.per_rank * self.world - self.size]  # pad to equal shards
+        return order[self.rank :: self.world]
+
+    def __iter__(self):
+        return iter(self._indices()[self.skip :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed NumPy and ``random`` in a loader worker from the seed PyTorch gave it."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset, batch_size: int, workers: int, sampler, collate_fn=None,
+                drop_last: bool = False, pin_memory: bool = False, seed: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_fn, drop_last=drop_last, pin_memory=pin_memory,
+                      worker_init_fn=seed_worker, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def to_device(batch, device: torch.device):
+    """Move every tensor of a (nested) batch to ``device``; other values pass through."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [to_device(v, device) for v in batch]
+    if isinstance(batch, tuple):
+        return tuple(to_device(v, device) for v in batch)
+    return batch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every global generator's state, in types that ``torch.load(weights_only=True)`` reads."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,125 @@
+"""What a run leaves behind for people: a text log, metrics.csv, TensorBoard scalars and
+a PNG of the curves (including BSAM's gradient diagnostics, the paper's Figures 2-3)."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import sys
+from pathlib import Path
+
+from .io import atomic_write, save_figure
+
+DIAGNOSTICS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm", "cos_g0_g2", "rho_min")
+
+
+def make_logger(run_dir: Path | None, name: str = "bsam") -> logging.Logger:
+    """Console + ``run_dir/train.log`` (rank 0); other ranks log warnings only."""
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if run_dir is not None else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if run_dir is not None:
+        file = logging.FileHandler(run_dir / "train.log")
+        file.setFormatter(fmt)
+        logger.addHandler(file)
+    return logger
+
+
+class DiagnosticsMeter:
+    """Per-epoch means of the optimizer's diagnostics, and the fraction of steps whose
+    cos(g0, g2) < 0 ("gradient conflict")."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.conflicts = 0
+
+    def add(self, stats: dict) -> None:
+        if not stats or "cos_g0_g2" not in stats and "grad_norm" not in stats:
+            return
+        self.count += 1
+        for key in DIAGNOSTICS:
+            if key in stats and math.isfinite(stats[key]):
+                self.sums[key] = self.sums.get(key, 0.0) + stats[key]
+        self.conflicts += stats.get("cos_g0_g2", 1.0) < 0
+
+    def summary(self) -> dict:
+        if not self.count:
+            return {}
+        out = {k: v / self.count for k, v in self.sums.items()}
+        if "cos_g0_g2" in self.sums:
+            out["conflict_frac"] = self.conflicts / self.count
+        return out
+
+
+def write_metrics_csv(history: list[dict], path: Path) -> None:
+    """Rewrite the whole table (atomically) so a resumed run never duplicates rows."""
+    columns = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+def plot_curves(history: list[dict], path: Path, main_metric: str) -> None:
+    """Loss, evaluation metric, LR / rho_min and the gradient diagnostics per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("loss", ["train_loss"]),
+        (main_metric, [f"val_{main_metric}"]),
+        ("learning rate / rho_min", ["lr", "rho_min"]),
+        ("gradient norms", ["grad_norm", "perturbed_grad_norm", "min_grad_norm"]),
+        ("cos(g0, g2) / conflict fraction", ["cos_g0_g2", "conflict_frac"]),
+    ]
+    panels = [(t, [c for c in cols if any(c in row for row in history)]) for t, cols in panels]
+    panels = [(t, cols) for t, cols in panels if cols]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, cols) in zip(axes[0], panels):
+        for col in cols:
+            points = [(row["epoch"], row[col]) for row in history if col in row]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=col)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if len(cols) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+class TensorBoard:
+    """Scalars to TensorBoard when it is installed; silently nothing otherwise."""
+
+    def __init__(self, run_dir: Path | None):
+        self.writer = None
+        if run_dir is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def scalars(self, prefix: str, values: dict, step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,28 @@
+"""Train any task from a YAML config.
+
+    python tools/train.py --cfg configs/pose_bsam.yaml [--opts TRAIN.LR 0.0005 ...] [--resume]
+    torchrun --nproc_per_node 2 tools/train.py --cfg ...     # DDP (NCCL on GPUs, gloo on CPU)
+"""
+from __future__ import annotations
+
+import json
+
+from tasks.engine import cli, config
+from tasks.engine.trainer import Trainer
+
+
+def main() -> int:
+    parser = cli.config_parser(__doc__.splitlines()[0])
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/TASK/NAME/checkpoint_last.pth")
+    args = parser.parse_args()
+    cfg = config.load(args.cfg, args.opts)
+    trainer = Trainer(cfg, resume=args.resume or cfg.TRAIN.RESUME or cfg.AUTO_RESUME)
+    results = trainer.fit()
+    if trainer.is_main and not results.get("stopped"):
+        print(json.dumps({"run_dir": results["run_dir"], "best": results["best"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
