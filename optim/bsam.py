@@ -11,8 +11,9 @@ The max side penalises the sharpness of the worst neighbour (as SAM); the min si
 towards the flattest direction the batch allows.  ``rho_min`` follows the learning rate from
 ``rho_min`` at ``lr_start`` to ``rho_min_end`` at ``lr_end`` when ``rho_min_end`` is given.
 
-Memory: two persistent parameter-sized buffers (w and g0); g1 lives on in its own gradient
-tensor while g2 is computed, and becomes ``d`` in place.
+Memory: one persistent parameter-sized buffer (w).  g0 and g1 live on in their own gradient
+tensors (detached from the parameters so the next backward allocates fresh ones) and g1
+becomes ``d`` in place, so no gradient is ever copied.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class BSAM(SharpnessAwareOptimizer):
         for group in self.param_groups:
             group.setdefault("lr_start", group["lr"])
         self.reference_compat = reference_compat
+        self._held_g0: list[list[Tensor]] = []
         self._held_g1: list[list[Tensor]] = []
 
     def _perturbed_passes(self, closure) -> None:
@@ -63,8 +65,8 @@ class BSAM(SharpnessAwareOptimizer):
             closure()
 
     # -- passes ---------------------------------------------------------------------------
-    def _remember_first_gradient(self, params, grads) -> None:
-        torch._foreach_copy_(self._buffers(params, "g0"), grads)
+    def _keep_first_gradients(self, grads) -> None:
+        self._held_g0 = [_detach_gradients(ps, gs) for (_, ps), gs in zip(self._active, grads)]
 
     @torch.no_grad()
     def descend_to_min(self) -> bool:
@@ -77,16 +79,12 @@ class BSAM(SharpnessAwareOptimizer):
         if not math.isfinite(norm1):
             self._fail()
             return False
-        # g1 stays in its own gradient tensors; detach them from the parameters so the
-        # next backward allocates fresh ones (a DDP bucket view would be overwritten).
-        self._held_g1 = [[g if g._base is None else g.clone() for g in gs] for gs in g1]
-        for group, params in self._active:
-            for p in params:
-                p.grad = None
-            w, g0 = self._buffers(params, "w"), self._buffers(params, "g0")
-            torch._foreach_copy_(params, w)
-            self._move(params, g0, -current_rho_min(group) / (self._ascent_norm + EPS),
-                       group["adaptive"], anchor=w)
+        self._held_g1 = [_detach_gradients(ps, gs) for (_, ps), gs in zip(self._active, g1)]
+        for (group, params), g0 in zip(self._active, self._held_g0):
+            # from w + rho * u to w - rho_min * u in one move (u = g0 / ||g0||, times w^2
+            # in adaptive mode); w itself is restored exactly from its buffer at the end
+            step = -(group["rho"] + current_rho_min(group)) / (self._ascent_norm + EPS)
+            self._move(params, g0, step, group["adaptive"], anchor=self._buffers(params, "w"))
         self.last_stats["rho_min"] = current_rho_min(self._active[0][0])
         return True
 
@@ -104,8 +102,7 @@ class BSAM(SharpnessAwareOptimizer):
             self._give_back_held_gradients()
             return self._fail()
         ratio = self.last_stats["perturbed_grad_norm"] / (norm2 + EPS)
-        for (_, params), d, g2_group in zip(self._active, self._held_g1, g2):
-            g0 = self._buffers(params, "g0")
+        for d, g0, g2_group in zip(self._held_g1, self._held_g0, g2):
             torch._foreach_add_(d, g0)
             torch._foreach_add_(d, g2_group, alpha=-ratio)
             torch._foreach_sub_(g2_group, g0)  # g2 is spent: reuse it for ||g2 - g0||
@@ -118,11 +115,21 @@ class BSAM(SharpnessAwareOptimizer):
         return True
 
     def _give_back_held_gradients(self) -> None:
-        """Put the held g1 (now d) back as the parameters' gradients."""
+        """Put the held g1 (now d) back as the parameters' gradients; drop g0."""
         for (_, params), held in zip(self._active, self._held_g1):
             for p, g in zip(params, held):
                 p.grad = g
-        self._held_g1 = []
+        self._held_g0, self._held_g1 = [], []
+
+
+def _detach_gradients(params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
+    """Keep ``grads`` and unhook them from ``params``, so that the closure's zero_grad and
+    the next backward cannot touch them.  A gradient that is a view (a DDP bucket with
+    ``gradient_as_bucket_view=True``) would be overwritten by the next backward: copy it."""
+    kept = [g if g._base is None else g.clone() for g in grads]
+    for p in params:
+        p.grad = None
+    return kept
 
 
 def current_rho_min(group: dict) -> float:

@@ -125,9 +125,9 @@ class SharpnessAwareOptimizer(Optimizer):
                             and math.isfinite(self._ascent_norm))
         if self._failed:
             return False
+        self._keep_first_gradients(grads)
         for (group, params), g in zip(self._active, grads):
             torch._foreach_copy_(self._buffers(params, "w"), params)
-            self._remember_first_gradient(params, g)
             self._move(params, g, group["rho"] / (self._ascent_norm + EPS), group["adaptive"])
         self._moved = True
         return True
@@ -164,8 +164,8 @@ class SharpnessAwareOptimizer(Optimizer):
         else:
             torch._foreach_add_(params, direction, alpha=step)
 
-    def _remember_first_gradient(self, params: list[Tensor], grads: list[Tensor]) -> None:
-        """Hook: BSAM keeps g0 for the min-side pass and the final combination."""
+    def _keep_first_gradients(self, grads: list[list[Tensor]]) -> None:
+        """Hook (one list per active group): BSAM keeps g0 for the min side and for d."""
 
     def _restore(self) -> None:
         if self._moved:

@@ -159,7 +159,7 @@ class Trainer:
             signal.signal(sig, self._on_signal)
         try:
             for epoch in range(self.start_epoch, end):
-                row = self._train_epoch(epoch)
+                row = self.train_epoch(epoch)
                 if row is None:  # stopped by a signal; checkpoint already written
                     return {"stopped": True, "epoch": epoch}
                 if (epoch + 1) % cfg.TRAIN.EVAL_EVERY == 0 or epoch + 1 == end:
@@ -183,7 +183,7 @@ class Trainer:
         self.log.warning(f"signal {signal.Signals(signum).name}: saving a checkpoint after "
                          "this iteration, then exiting")
 
-    def _train_epoch(self, epoch: int) -> dict | None:
+    def train_epoch(self, epoch: int) -> dict | None:
         self.net.train()
         skip = self.skip_iters if epoch == self.start_epoch else 0
         self.sampler.set_epoch(epoch, skip=skip * self.cfg.TRAIN.BATCH_SIZE_PER_GPU)
