@@ -14,18 +14,9 @@ from tasks.engine import cli, config
 from tasks.engine.data import make_loader
 from tasks.engine.errors import UserError
 from tasks.engine.io import save_json
-from tasks.engine.pretrained import load_state_dict_file
+from tasks.engine.checkpoint import load_model_weights
 from tasks.engine.task import get as get_task
 from tasks.engine.trainer import pick_device, run_dir_of
-
-
-def load_weights(model: torch.nn.Module, path: str) -> None:
-    state = load_state_dict_file(path)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise UserError(f"checkpoint {path} does not fit MODEL of this config "
-                        f"({str(err).splitlines()[1 if len(str(err).splitlines()) > 1 else 0].strip()[:200]})") from None
 
 
 def parse_boxes(text: str) -> list[list[float]]:
@@ -46,10 +37,11 @@ def main() -> int:
     parser.add_argument("--boxes", help="pose: person boxes for --image, x,y,w,h[;...]")
     args = parser.parse_args()
     cfg = config.load(args.cfg, args.opts)
+    cfg.MODEL.PRETRAINED = ""  # the checkpoint holds every weight: no need for the original file
     device = pick_device(cfg.DEVICE)
     task = get_task(cfg.TASK)(cfg)
     model = task.build_model()
-    load_weights(model, args.checkpoint)
+    load_model_weights(model, args.checkpoint)
     model.to(device).eval()
     out_dir = Path(args.out) if args.out else run_dir_of(cfg) / "eval"
     if args.image:

@@ -7,6 +7,7 @@ import torch
 
 from .errors import UserError
 from .io import save_torch
+from .pretrained import load_state_dict_file
 
 LAST = "checkpoint_last.pth"
 BEST = "model_best.pth"
@@ -34,3 +35,16 @@ def load(path: str | Path) -> dict:
         raise UserError(f"{path} is not a training checkpoint of this tool (missing "
                         f"{', '.join(sorted(missing))}); use it as MODEL.PRETRAINED instead")
     return state
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load the weights of a checkpoint (``model_best.pth``, ``checkpoint_last.pth``) or a
+    plain state_dict into ``model``, strictly: any mismatch is a one-line error."""
+    state = load_state_dict_file(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [l.strip() for l in str(err).splitlines() if l.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise UserError(f"checkpoint {path} does not fit MODEL of this config ({detail[:200]}); "
+                        "use the config it was trained with") from None

@@ -71,7 +71,16 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
 
 
 def plot_curves(history: list[dict], path: Path, main_metric: str) -> None:
-    """Loss, evaluation metric, LR / rho_min and the gradient diagnostics per epoch."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history, main_metric)
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def curves_figure(history: list[dict], main_metric: str):
+    """Loss, evaluation metric, LR / rho_min and the gradient diagnostics per epoch; a
+    panel appears only when its columns were logged (SGD has no diagnostics)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,8 +106,7 @@ def plot_curves(history: list[dict], path: Path, main_metric: str) -> None:
         if len(cols) > 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 class TensorBoard:

@@ -73,6 +73,11 @@ class Task:
         """
         raise NotImplementedError
 
+    def on_fit_end(self, model: nn.Module, val_loader, out_dir) -> dict:
+        """Hook run once on rank 0 after the last epoch (e.g. export); what it returns is
+        added to ``results.json``."""
+        return {}
+
 
 _REGISTRY: dict[str, type[Task]] = {}
 _TASK_MODULES = ("tasks.classification", "tasks.pose", "tasks.qat")

@@ -172,6 +172,8 @@ class Trainer:
             self.tb.close()
         results = self._results(time.perf_counter() - start_time)
         if self.is_main:
+            self.model.eval()
+            results.update(self.task.on_fit_end(self.model, self.val_loader, self.run_dir))
             save_json(results, self.run_dir / "results.json")
         dist.barrier()
         return results
@@ -192,7 +194,7 @@ class Trainer:
         diagnostics.__dict__.update(sums.pop("_diagnostics", {}))
         bar = tqdm(total=self.iters_per_epoch, initial=skip, disable=None if self.is_main else True,
                    desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
-        it = skip
+        it, started = skip, time.perf_counter()
         for batch in self.train_loader:
             if it >= self.iters_per_epoch:
                 break
@@ -226,7 +228,8 @@ class Trainer:
                                                   dtype=torch.float64))
         totals = dict(zip(sorted(sums), totals.tolist()))
         n = max(totals.pop("_n", 1.0), 1.0)
-        row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+        row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+               "train_seconds": time.perf_counter() - started}
         row.update({f"train_{k}": v / n for k, v in totals.items()})
         row.update(diagnostics.summary())
         return row

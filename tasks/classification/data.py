@@ -1,0 +1,100 @@
+"""Build the (train, test) classification datasets from the ``DATASET`` config section.
+
+Formats (``DATASET.FORMAT``):
+
+* ``imagefolder``: ``ROOT/TRAIN_SET/<class>/<image>`` and ``ROOT/TEST_SET/<class>/<image>``;
+  classes are the sorted folder names of the training split.
+* ``cifar10`` / ``cifar100``: torchvision's extracted python format, ``ROOT`` being the
+  folder that holds ``cifar-10-batches-py`` / ``cifar-100-python`` (or that folder itself).
+  Missing files are an error telling where to put the archive; nothing downloads.
+* ``auto`` (default): CIFAR if ROOT holds (or is) one of those folders, else imagefolder.
+
+Label noise (``DATASET.LABEL_NOISE``, robustness studies): symmetric noise at rate r in
+[0, 1).  Exactly round(r * N) training samples, chosen at random, get a label drawn
+uniformly from the *other* classes, so r is the fraction of wrong labels (not r * (K-1)/K
+as with "uniform over all classes" noise).  The choice depends only on
+``DATASET.LABEL_NOISE_SEED``, not on the training ``SEED``: runs that compare optimizers
+or training seeds see the same corrupted labels.  Test labels are never changed.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from tasks.engine.errors import UserError
+
+from .cifar import LAYOUT as CIFAR_LAYOUT
+from .cifar import cifar_folder, read_cifar
+from .image_folder import ArrayImages, ImageFolder, LabelledImages
+from .transforms import build_transforms, normalisation
+
+log = logging.getLogger("bsam.classification")  # a child of the run logger: lands in train.log
+
+FORMATS = ("auto", "imagefolder", "cifar10", "cifar100")
+
+
+def detect_format(root: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    for name, layout in CIFAR_LAYOUT.items():
+        if root.name == layout[0] or (root / layout[0]).is_dir():
+            return name
+    return "imagefolder"
+
+
+def symmetric_label_noise(targets, num_classes: int, rate: float, seed: int) -> tuple[list[int], np.ndarray]:
+    """``(noisy targets, indices that were changed)``; see the module docstring."""
+    targets = np.asarray(targets, dtype=np.int64)
+    if not 0.0 <= rate < 1.0:
+        raise UserError(f"DATASET.LABEL_NOISE must be in [0, 1), got {rate}")
+    if rate == 0.0 or num_classes < 2:
+        return targets.tolist(), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    flipped = np.sort(rng.choice(len(targets), size=int(round(rate * len(targets))), replace=False))
+    # An offset in 1..K-1 added modulo K picks uniformly among the other classes.
+    offsets = rng.integers(1, num_classes, size=len(flipped))
+    noisy = targets.copy()
+    noisy[flipped] = (targets[flipped] + offsets) % num_classes
+    return noisy.tolist(), flipped
+
+
+def build_image_datasets(cfg) -> tuple[LabelledImages, LabelledImages]:
+    """``(train, test)`` datasets with transforms, label noise and a NUM_CLASSES check."""
+    d = cfg.DATASET
+    if not d.ROOT:
+        raise UserError("DATASET.ROOT is empty: set it to an image folder or a CIFAR folder")
+    root = cfg.resolve_path(d.ROOT)
+    fmt = detect_format(root, d.FORMAT)
+    mean, std = normalisation(d.AUGMENT, fmt, d.MEAN, d.STD)
+    train_tf, test_tf = build_transforms(
+        d.AUGMENT, d.IMAGE_SIZE, mean, std, d.CUTOUT, d.CROP_SCALE_MIN, d.TEST_CROP_RATIO
+    )
+    if fmt == "imagefolder":
+        if not root.is_dir():
+            raise UserError(f"DATASET.ROOT {d.ROOT!r} not found (looked at {root.resolve()})")
+        train = ImageFolder(root / d.TRAIN_SET, train_tf)
+        test = ImageFolder(root / d.TEST_SET, test_tf, classes=train.classes)
+        where = f"{root / d.TRAIN_SET} (DATASET.ROOT/TRAIN_SET)"
+    else:
+        images, labels, classes = read_cifar(root, fmt, train=True)
+        train = ArrayImages(images, labels, classes, train_tf)
+        images, labels, _ = read_cifar(root, fmt, train=False)
+        test = ArrayImages(images, labels, classes, test_tf)
+        where = str(cifar_folder(root, fmt))
+    if len(train.classes) != cfg.MODEL.NUM_CLASSES:
+        raise UserError(
+            f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {where} has "
+            f"{len(train.classes)} classes; set MODEL.NUM_CLASSES: {len(train.classes)}"
+        )
+    if d.LABEL_NOISE:
+        train.targets, flipped = symmetric_label_noise(
+            train.targets, len(train.classes), d.LABEL_NOISE, d.LABEL_NOISE_SEED
+        )
+        log.info("label noise: %d of %d training labels changed", len(flipped), len(train))
+    log.info(
+        "data (%s): %d train / %d test images, %d classes, %s augmentation",
+        fmt, len(train), len(test), len(train.classes), d.AUGMENT,
+    )
+    return train, test

@@ -1,0 +1,166 @@
+"""The classification task: CIFAR training from scratch and transfer learning on image folders.
+
+Config keys it adds (everything else is in ``tasks.engine.defaults``):
+
+* ``DATASET.FORMAT`` auto | imagefolder | cifar10 | cifar100, ``DATASET.AUGMENT``
+  cifar | transfer | none, ``IMAGE_SIZE``, ``CUTOUT`` (square side, 0 = off),
+  ``CROP_SCALE_MIN`` and ``TEST_CROP_RATIO`` (transfer recipe), ``MEAN``/``STD``
+  ([] = the statistics of the data set / recipe), ``LABEL_NOISE`` and
+  ``LABEL_NOISE_SEED`` (see ``data.py``);
+* ``MODEL.FREEZE_BACKBONE``: train the classifier only (BatchNorm statistics of the
+  frozen backbone still adapt to the new data in training mode);
+* ``TRAIN.BACKBONE_LR_MULT``: the backbone learns at LR x this factor;
+* ``LOSS.LABEL_SMOOTHING``.
+
+``MODEL.PRETRAINED`` is a torchvision weights name or a weights file (see
+``tasks.engine.pretrained``); the classifier is re-initialised when its shape differs.
+Metrics are percentages (see ``metrics.py``); ``top1`` picks the best checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.engine.errors import UserError
+from tasks.engine.io import save_figure
+from tasks.engine.pretrained import load_into, resolve_pretrained
+from tasks.engine.task import Task, register
+
+from .data import FORMATS, build_image_datasets
+from .metrics import ClassificationMeter, confusion_figure
+from .models import available_models, build_classifier, head_prefix
+from .transforms import RECIPES
+
+log = logging.getLogger("bsam.classification")  # a child of the run logger: lands in train.log
+
+
+def _in_unit_interval(v) -> bool:
+    return 0 <= v < 1
+
+
+@register("classification")
+class ClassificationTask(Task):
+    defaults = {
+        "DATASET": {
+            "FORMAT": "auto",
+            "AUGMENT": "cifar",
+            "IMAGE_SIZE": 32,
+            "CUTOUT": 0,
+            "CROP_SCALE_MIN": 0.08,
+            "TEST_CROP_RATIO": 0.875,
+            "MEAN": [],
+            "STD": [],
+            "LABEL_NOISE": 0.0,
+            "LABEL_NOISE_SEED": 0,
+        },
+        "MODEL": {"NAME": "cifar_resnet18", "NUM_CLASSES": 10, "FREEZE_BACKBONE": False},
+        "LOSS": {"LABEL_SMOOTHING": 0.0},
+        "TRAIN": {"BACKBONE_LR_MULT": 1.0},
+    }
+    checks = {
+        "DATASET.FORMAT": list(FORMATS),
+        "DATASET.AUGMENT": list(RECIPES),
+        "DATASET.IMAGE_SIZE": (lambda v: v >= 8, "an integer >= 8"),
+        "DATASET.CUTOUT": (lambda v: v >= 0, "an integer >= 0 (0 = no cutout)"),
+        "DATASET.CROP_SCALE_MIN": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        "DATASET.TEST_CROP_RATIO": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        "DATASET.MEAN": (lambda v: len(v) in (0, 3), "[] (automatic) or three numbers"),
+        "DATASET.STD": (
+            lambda v: len(v) in (0, 3) and all(x > 0 for x in v),
+            "[] (automatic) or three positive numbers",
+        ),
+        "DATASET.LABEL_NOISE": (_in_unit_interval, "a number in [0, 1)"),
+        "MODEL.NAME": available_models(),
+        "MODEL.NUM_CLASSES": (lambda v: v >= 1, "an integer >= 1"),
+        "LOSS.LABEL_SMOOTHING": (_in_unit_interval, "a number in [0, 1)"),
+        "TRAIN.BACKBONE_LR_MULT": (
+            lambda v: v > 0,
+            "a number > 0 (use MODEL.FREEZE_BACKBONE: true to freeze the backbone)",
+        ),
+    }
+    main_metric = "top1"
+    higher_is_better = True
+
+    # -- building -------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        m = self.cfg.MODEL
+        model = build_classifier(m.NAME, m.NUM_CLASSES)
+        head = head_prefix(m.NAME)
+        if m.PRETRAINED:
+            weights = resolve_pretrained(str(self.cfg.resolve_path(m.PRETRAINED)))
+            skipped = load_into(
+                model, weights, skip_prefixes=(head,), source=f"MODEL.PRETRAINED {m.PRETRAINED}"
+            )
+            log.info("loaded MODEL.PRETRAINED %s", m.PRETRAINED)
+            if skipped:
+                log.info("classifier re-initialised (not taken from the weights): %s", ", ".join(skipped))
+        if m.FREEZE_BACKBONE:
+            if not m.PRETRAINED:
+                log.warning("MODEL.FREEZE_BACKBONE without MODEL.PRETRAINED freezes a random backbone")
+            for name, p in model.named_parameters():
+                p.requires_grad_(name.startswith(head))
+        return model
+
+    def build_datasets(self):
+        d = self.cfg.DATASET
+        if bool(d.MEAN) != bool(d.STD):
+            raise UserError("DATASET.MEAN and DATASET.STD must be given together (or both left [])")
+        return build_image_datasets(self.cfg)
+
+    def param_groups(self, model: nn.Module):
+        """One group, or [head at LR, backbone at LR x BACKBONE_LR_MULT].
+
+        The head comes first so that group 0 carries the schedule's base LR (BSAM reads
+        its rho_min schedule per group, relative to each group's starting LR).  Each group
+        also carries ``lr_mult`` for schedulers that set absolute LRs.
+        """
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        mult = float(self.cfg.TRAIN.BACKBONE_LR_MULT)
+        if mult == 1.0:
+            return [p for _, p in trainable]
+        head = head_prefix(self.cfg.MODEL.NAME)
+        groups = [{"params": [p for n, p in trainable if n.startswith(head)], "lr_mult": 1.0, "name": "head"}]
+        backbone = [p for n, p in trainable if not n.startswith(head)]
+        if backbone:
+            groups.append(
+                {"params": backbone, "lr": self.cfg.TRAIN.LR * mult, "lr_mult": mult, "name": "backbone"}
+            )
+        return groups
+
+    # -- training -------------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch):
+        images, labels = batch
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.LOSS.LABEL_SMOOTHING)
+        with torch.no_grad():
+            acc = (logits.argmax(1) == labels).float().mean().item() * 100.0
+        return loss, {"acc": acc}
+
+    # -- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, out_dir) -> dict[str, float]:
+        """top1/top5/mean_class_acc/acc_<class> in percent, loss; confusion_matrix.png in out_dir."""
+        device = next(model.parameters()).device
+        meter = ClassificationMeter(self.cfg.MODEL.NUM_CLASSES, device)
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            meter.update(model(images), labels)
+        names = class_names(loader.dataset, self.cfg.MODEL.NUM_CLASSES)
+        if out_dir is not None:
+            save_figure(confusion_figure(meter.confusion(), names), Path(out_dir) / "confusion_matrix.png", dpi=100)
+        return meter.summary(names)
+
+
+def class_names(dataset, num_classes: int) -> list[str]:
+    """The dataset's ``classes`` (looking through Subset wrappers), else "0", "1", ..."""
+    while dataset is not None:
+        names = getattr(dataset, "classes", None)
+        if names is not None and len(names) == num_classes:
+            return [str(c) for c in names]
+        dataset = getattr(dataset, "dataset", None)
+    return [str(i) for i in range(num_classes)]

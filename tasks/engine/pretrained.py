@@ -1,0 +1,171 @@
+"""Load pretrained weights offline: torchvision weight names, checkpoints of this tool, state_dicts.
+
+Shared by the classification and pose tasks.  A weight name such as
+``ResNet18_Weights.IMAGENET1K_V1`` is looked up in the torch hub cache only (the same
+place ``torchvision`` would download it to), so nothing is fetched behind the user's back;
+the error for a missing file says exactly which file to put where.  Every file is read
+with ``torch.load(weights_only=True)``, which cannot execute code from the file.
+
+Fine-tuning usually changes the classifier, so :func:`load_into` skips keys under given
+head prefixes when their shape differs or they are missing, and reports them; any other
+difference means the weights belong to another architecture and is an error.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .errors import UserError
+
+_WEIGHT_NAME = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
+
+
+def load_state_dict_file(path) -> dict[str, Tensor]:
+    """Read a state_dict from ``path``: a checkpoint ``{"model": sd, ...}`` or a plain state_dict.
+
+    A leading ``module.`` (saved from a DDP-wrapped model) is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, not a torch file, unsafe pickle ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"cannot read weights file {path}: it is truncated, corrupt or not a PyTorch "
+            f"state_dict/checkpoint ({reason[:200]})"
+        ) from None
+    state = obj
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                state = obj[key]
+                break
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise UserError(
+            f"weights file {path} holds no state_dict: expected a dict of tensors or a "
+            f"checkpoint with a 'model' entry"
+        )
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def torch_hub_checkpoint_dir() -> Path:
+    """Where torchvision keeps downloaded weights (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _all_weight_names() -> list[str]:
+    import torchvision
+
+    names = []
+    for model in torchvision.models.list_models():
+        try:
+            enum = torchvision.models.get_model_weights(model)
+        except Exception:
+            continue
+        names += [f"{enum.__name__}.{member.name}" for member in enum]
+    return names
+
+
+def _weights_enum(spec: str):
+    import torchvision
+
+    try:
+        return torchvision.models.get_weight(spec)
+    except (KeyError, ValueError, AttributeError):
+        close = difflib.get_close_matches(spec, _all_weight_names(), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(
+            f"unknown torchvision weights {spec!r}{hint} (names look like "
+            f"'ResNet18_Weights.IMAGENET1K_V1'; or give the path of a weights file)"
+        ) from None
+
+
+def resolve_pretrained(spec: str) -> dict[str, Tensor]:
+    """State dict for ``spec``: a torchvision weights name (from the hub cache) or a file path."""
+    spec = str(spec)
+    if _WEIGHT_NAME.match(spec) and not os.path.exists(spec):
+        weights = _weights_enum(spec)
+        file_name = os.path.basename(weights.url)
+        folder = torch_hub_checkpoint_dir()
+        if not (folder / file_name).is_file():
+            raise UserError(
+                f"pretrained weights {spec} are not in the torch hub cache: put {file_name} "
+                f"(from {weights.url}) into {folder} (set TORCH_HOME to use another cache; "
+                f"nothing is downloaded automatically)"
+            )
+        return load_state_dict_file(folder / file_name)
+    return load_state_dict_file(spec)
+
+
+def _under(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key.startswith(p) for p in prefixes)
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_into(
+    model: nn.Module,
+    state_dict: dict[str, Tensor],
+    skip_prefixes: tuple[str, ...] = ("fc.", "classifier.", "head."),
+    source: str = "pretrained weights",
+) -> list[str]:
+    """Copy ``state_dict`` into ``model``; return the head keys that were skipped.
+
+    Keys under ``skip_prefixes`` that are missing, unexpected or of another shape are
+    skipped (the model keeps its own initialisation) and returned for the caller to log.
+    Any other missing, unexpected or mismatched key raises :class:`UserError`, so weights
+    of a different architecture never load silently.  BatchNorm ``num_batches_tracked``
+    counters absent from old files are tolerated.
+    """
+    target = model.state_dict()
+    skipped, missing, unexpected, mismatched = [], [], [], []
+    merged = dict(target)
+    for key, value in target.items():
+        if key not in state_dict:
+            if _under(key, skip_prefixes):
+                skipped.append(key)
+            elif not key.endswith("num_batches_tracked"):
+                missing.append(key)
+            continue
+        given = state_dict[key]
+        if given.shape != value.shape:
+            if _under(key, skip_prefixes):
+                skipped.append(key)
+            else:
+                mismatched.append(
+                    f"{key} (file {list(given.shape)} vs model {list(value.shape)})"
+                )
+            continue
+        merged[key] = given.to(dtype=value.dtype)
+    for key in state_dict:
+        if key not in target:
+            (skipped if _under(key, skip_prefixes) else unexpected).append(key)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {_few(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_few(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} with another shape: {_few(mismatched, 2)}")
+    if problems:
+        raise UserError(
+            f"{source} do not fit the model ({'; '.join(problems)}); check that MODEL.NAME "
+            f"matches the architecture the weights were trained with"
+        )
+    model.load_state_dict(merged, strict=True)
+    return sorted(skipped)

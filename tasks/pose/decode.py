@@ -1,0 +1,82 @@
+"""Heatmaps -> keypoints: argmax, quarter-pixel refinement, flip test, back-projection.
+
+This is the inverse of :mod:`targets` and :func:`transforms.affine_matrix`: a peak at
+heatmap pixel (x, y) goes back to the image through the inverse of the affine that maps
+the person box onto the heatmap grid.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .skeleton import flip_permutation
+from .transforms import affine_matrix, apply_affine, invert_affine
+
+
+def argmax_keypoints(heatmaps: np.ndarray):
+    """Peak location ``(N, J, 2)`` (x, y in heatmap pixels) and value ``(N, J, 1)``.
+
+    A joint whose peak is not positive gets location (0, 0), as in the reference.
+    """
+    n, j, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, j, h * w)
+    idx = flat.argmax(axis=2)
+    maxvals = np.take_along_axis(flat, idx[..., None], axis=2)
+    coords = np.stack([idx % w, idx // w], axis=2).astype(np.float64)
+    coords *= maxvals > 0
+    return coords, maxvals
+
+
+def refine_quarter_pixel(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Move each peak a quarter pixel towards its higher neighbour (SimpleBaseline's
+    cheap sub-pixel estimate); peaks on the heatmap border stay where they are."""
+    n, j, h, w = heatmaps.shape
+    px = np.floor(coords[..., 0] + 0.5).astype(int)
+    py = np.floor(coords[..., 1] + 0.5).astype(int)
+    inside = (px > 0) & (px < w - 1) & (py > 0) & (py < h - 1)
+    pxc, pyc = np.clip(px, 1, w - 2), np.clip(py, 1, h - 2)
+    ni, ji = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
+    dx = heatmaps[ni, ji, pyc, pxc + 1] - heatmaps[ni, ji, pyc, pxc - 1]
+    dy = heatmaps[ni, ji, pyc + 1, pxc] - heatmaps[ni, ji, pyc - 1, pxc]
+    shift = np.stack([np.sign(dx), np.sign(dy)], axis=2) * 0.25 * inside[..., None]
+    return coords + shift
+
+
+def heatmap_to_image(coords: np.ndarray, center, scale, heatmap_size) -> np.ndarray:
+    """Back-project ``(J, 2)`` heatmap coordinates of one person into image pixels."""
+    inverse = invert_affine(affine_matrix(center, scale, 0.0, heatmap_size))
+    return apply_affine(coords, inverse)
+
+
+def decode_heatmaps(heatmaps: np.ndarray, centers, scales, refine: bool = True):
+    """Image-space keypoints ``(N, J, 2)`` and scores ``(N, J, 1)`` for a batch."""
+    heatmaps = np.asarray(heatmaps, dtype=np.float32)
+    coords, maxvals = argmax_keypoints(heatmaps)
+    if refine:
+        coords = refine_quarter_pixel(heatmaps, coords)
+    size = (heatmaps.shape[3], heatmaps.shape[2])
+    preds = np.stack([heatmap_to_image(c, ctr, s, size) for c, ctr, s in zip(coords, centers, scales)])
+    return preds, maxvals
+
+
+def flip_back(heatmaps: torch.Tensor, shift: bool = True) -> torch.Tensor:
+    """Heatmaps of a mirrored input, mirrored back with left/right joints swapped.
+
+    ``shift`` moves them one pixel right: mirroring the input maps input pixel x to
+    W-1-x, which lands ~3/4 of a heatmap pixel off the mirrored heatmap grid (the
+    reference's SHIFT_HEATMAP).
+    """
+    perm = torch.as_tensor(flip_permutation(heatmaps.shape[1]), device=heatmaps.device)
+    out = heatmaps.flip(3)[:, perm]
+    if shift:
+        out = torch.cat([out[..., :1], out[..., :-1]], dim=3)
+    return out
+
+
+@torch.no_grad()
+def predict_heatmaps(model, inputs: torch.Tensor, flip_test: bool, shift: bool = True) -> torch.Tensor:
+    """Model heatmaps, averaged with the flipped-back heatmaps of the mirrored input."""
+    heatmaps = model(inputs)
+    if flip_test:
+        heatmaps = (heatmaps + flip_back(model(inputs.flip(3)), shift)) * 0.5
+    return heatmaps

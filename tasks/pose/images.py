@@ -1,0 +1,36 @@
+"""Reading images and turning crops into network input, identically for train and test.
+
+The network sees RGB (or BGR with ``DATASET.COLOR_RGB: false``, as old SimpleBaseline
+configs did) normalised with the ImageNet mean/std that the torchvision backbones were
+trained with; :mod:`dataset` and :mod:`predict` both go through :func:`to_input`.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from tasks.engine.errors import UserError
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def read_image(path, rgb: bool = True) -> np.ndarray:
+    """HxWx3 uint8 image; EXIF orientation is ignored because COCO labels the raw pixels."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise UserError(f"cannot read image {path} (missing, unreadable or not an image file)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image
+
+
+def to_input(crop: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 crop -> normalised float CHW tensor."""
+    x = (crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def from_input(x: torch.Tensor) -> np.ndarray:
+    """Inverse of :func:`to_input` (for drawing what the network saw)."""
+    img = x.detach().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)

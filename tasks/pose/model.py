@@ -1,0 +1,105 @@
+"""SimpleBaseline (Xiao et al., 2018): ResNet backbone + deconvolutions + 1x1 heatmap head.
+
+The backbone is torchvision's ResNet, kept as ``model.backbone`` with torchvision's key
+names (``backbone.layer1.0.conv1.weight`` ...), so ImageNet weights and classification
+checkpoints load into it directly; its pooling and ``fc`` are dropped because the head
+works on the stride-32 feature map.
+"""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from tasks.engine.errors import UserError
+
+RESNETS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+BACKBONE_STRIDE = 32
+
+
+def _deconv_padding(kernel: int) -> tuple[int, int]:
+    """(padding, output_padding) that make a stride-2 transposed conv exactly double the size."""
+    if kernel == 4:
+        return 1, 0
+    if kernel == 3:
+        return 1, 1
+    if kernel == 2:
+        return 0, 0
+    raise UserError(f"MODEL.EXTRA.NUM_DECONV_KERNELS: kernel {kernel} is not supported; use 2, 3 or 4")
+
+
+class PoseResNet(nn.Module):
+    def __init__(self, num_layers: int = 50, num_joints: int = 17, deconv_filters=(256, 256, 256),
+                 deconv_kernels=(4, 4, 4), deconv_with_bias: bool = False, final_kernel: int = 1):
+        super().__init__()
+        if num_layers not in RESNETS:
+            raise UserError(f"MODEL.EXTRA.NUM_LAYERS: {num_layers} is not a ResNet depth; use one of {sorted(RESNETS)}")
+        if len(deconv_filters) != len(deconv_kernels):
+            raise UserError("MODEL.EXTRA.NUM_DECONV_FILTERS and NUM_DECONV_KERNELS must have one entry per deconv layer")
+        if final_kernel not in (1, 3):
+            raise UserError(f"MODEL.EXTRA.FINAL_CONV_KERNEL: {final_kernel} is not supported; use 1 or 3")
+        backbone = getattr(torchvision.models, RESNETS[num_layers])(weights=None)
+        in_channels = backbone.fc.in_features
+        backbone.avgpool, backbone.fc = nn.Identity(), nn.Identity()
+        self.backbone = backbone
+        layers = []
+        for filters, kernel in zip(deconv_filters, deconv_kernels):
+            padding, output_padding = _deconv_padding(kernel)
+            layers += [
+                nn.ConvTranspose2d(in_channels, filters, kernel, stride=2, padding=padding,
+                                   output_padding=output_padding, bias=deconv_with_bias),
+                nn.BatchNorm2d(filters),
+                nn.ReLU(inplace=True),
+            ]
+            in_channels = filters
+        self.deconv_layers = nn.Sequential(*layers)
+        self.final_layer = nn.Conv2d(in_channels, num_joints, final_kernel, padding=final_kernel // 2)
+        self.output_stride = BACKBONE_STRIDE // 2 ** len(deconv_filters)
+        self.init_head()
+
+    def init_head(self) -> None:
+        """The paper's head initialisation: N(0, 0.001) weights, zero biases, BN at identity."""
+        for m in list(self.deconv_layers.modules()) + [self.final_layer]:
+            if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
+                nn.init.normal_(m.weight, std=0.001)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_layer(self.deconv_layers(self.features(x)))
+
+
+def build_pose_resnet(cfg, heatmap_size=None) -> PoseResNet:
+    """The model that ``MODEL`` describes; the input/heatmap sizes must agree with its stride.
+
+    ``heatmap_size`` overrides ``MODEL.HEATMAP_SIZE`` (older files keep it under EXTRA)."""
+    m, extra = cfg.MODEL, cfg.MODEL.EXTRA
+    if m.NAME not in ("pose_resnet", "simple_baseline", ""):
+        raise UserError(f"MODEL.NAME: {m.NAME!r} is not available; this suite implements "
+                        "'pose_resnet' (SimpleBaseline)")
+    filters, kernels = list(extra.NUM_DECONV_FILTERS), list(extra.NUM_DECONV_KERNELS)
+    if not len(filters) == len(kernels) == int(extra.NUM_DECONV_LAYERS):
+        raise UserError(f"MODEL.EXTRA: NUM_DECONV_LAYERS is {extra.NUM_DECONV_LAYERS} but NUM_DECONV_FILTERS "
+                        f"has {len(filters)} and NUM_DECONV_KERNELS {len(kernels)} entries; give one per layer")
+    model = PoseResNet(
+        num_layers=int(extra.NUM_LAYERS), num_joints=int(m.NUM_JOINTS),
+        deconv_filters=[int(f) for f in filters], deconv_kernels=[int(k) for k in kernels],
+        deconv_with_bias=bool(extra.DECONV_WITH_BIAS), final_kernel=int(extra.FINAL_CONV_KERNEL),
+    )
+    (w, h), (hw, hh) = m.IMAGE_SIZE, heatmap_size or m.HEATMAP_SIZE
+    stride = model.output_stride
+    if w % BACKBONE_STRIDE or h % BACKBONE_STRIDE or (w // stride, h // stride) != (hw, hh):
+        raise UserError(
+            f"MODEL.IMAGE_SIZE {list(m.IMAGE_SIZE)} and MODEL.HEATMAP_SIZE {[hw, hh]} do not fit "
+            f"the network: sizes must be multiples of {BACKBONE_STRIDE} and the heatmap 1/{stride} of "
+            f"the input with {len(model.deconv_layers) // 3} deconv layers (e.g. [{w}, {h}] -> "
+            f"[{w // stride}, {h // stride}])")
+    return model

@@ -1,0 +1,266 @@
+"""The COCO top-down pose task (SimpleBaseline) on the shared engine.
+
+``defaults`` holds every key of the SimpleBaseline/HRNet COCO experiment files, so those
+files load with at most an added ``SAM`` section; the suite's own additions are marked.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks.engine.errors import UserError
+from tasks.engine.io import save_json
+from tasks.engine.task import Task, register
+
+from .dataset import CropSettings, PoseDataset
+from .decode import decode_heatmaps, predict_heatmaps
+from .drawing import draw_evaluation_pictures
+from .evaluation import coco_keypoint_metrics, coco_results
+from .layout import check_split, split_files
+from .loss import joints_mse_loss
+from .model import build_pose_resnet
+from .records import detection_records, ground_truth_records, load_coco
+from .skeleton import NUM_JOINTS
+
+log = logging.getLogger("bsam.pose")  # a child of the run logger, so it lands in train.log
+
+_POSITIVE_PAIR = (lambda v: len(v) == 2 and all(int(x) == x and x > 0 for x in v), "a list [width, height] of two integers > 0")
+_UNIT = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+POSE_DEFAULTS = {
+    "TASK": "pose",
+    "DATASET": {
+        "DATASET": "coco",
+        "ROOT": "data/coco",
+        "TRAIN_SET": "train2017",
+        "TEST_SET": "val2017",
+        "DATA_FORMAT": "jpg",
+        "COLOR_RGB": True,
+        "FLIP": True,
+        "ROT_FACTOR": 40.0,
+        "SCALE_FACTOR": 0.3,
+        "NUM_JOINTS_HALF_BODY": 8,
+        "PROB_HALF_BODY": 0.0,
+        # suite additions
+        "TEST_ANN_FILE": "",  # annotation json of TEST_SET relative to ROOT ('' = the standard name)
+        "PHOTOMETRIC": True,  # albumentations colour augmentation of training crops
+        "SYNTHETIC": False,  # generate the synthetic demo data set at ROOT when absent
+        "SYNTHETIC_IMAGES": 800,  # training images of the synthetic set
+        "SYNTHETIC_VAL_IMAGES": 100,
+        "SYNTHETIC_SEED": 0,
+    },
+    "MODEL": {
+        "NAME": "pose_resnet",
+        "PRETRAINED": "",
+        "INIT_WEIGHTS": True,
+        "NUM_JOINTS": NUM_JOINTS,
+        "TARGET_TYPE": "gaussian",
+        "IMAGE_SIZE": [192, 256],  # width, height
+        "HEATMAP_SIZE": [48, 64],
+        "SIGMA": 2.0,
+        "EXTRA": {
+            "FINAL_CONV_KERNEL": 1,
+            "DECONV_WITH_BIAS": False,
+            "NUM_DECONV_LAYERS": 3,
+            "NUM_DECONV_FILTERS": [256, 256, 256],
+            "NUM_DECONV_KERNELS": [4, 4, 4],
+            "NUM_LAYERS": 50,
+            # older SimpleBaseline files keep these three under EXTRA; they win when set
+            "TARGET_TYPE": None,
+            "HEATMAP_SIZE": None,
+            "SIGMA": None,
+            # HRNet-only keys, accepted so HRNet files load (MODEL.NAME pose_hrnet is refused at build)
+            "PRETRAINED_LAYERS": None,
+            "STAGE2": None,
+            "STAGE3": None,
+            "STAGE4": None,
+        },
+    },
+    "LOSS": {"USE_TARGET_WEIGHT": True},
+    "TRAIN": {
+        "BATCH_SIZE_PER_GPU": 32,
+        "END_EPOCH": 140,
+        "OPTIMIZER": "adam",
+        "LR": 0.001,
+        "LR_STEP": [90, 120],
+        "WD": 0.0001,
+    },
+    "TEST": {
+        "BATCH_SIZE_PER_GPU": 32,
+        "COCO_BBOX_FILE": "",
+        "BBOX_THRE": 1.0,  # reference key, unused there too
+        "IMAGE_THRE": 0.0,  # minimum detection score of a person box
+        "IN_VIS_THRE": 0.2,  # joints above this score make the pose score
+        "NMS_THRE": 1.0,  # reference key, unused there too
+        "OKS_THRE": 0.9,  # OKS-NMS threshold
+        "USE_GT_BBOX": True,
+        "FLIP_TEST": True,
+        "POST_PROCESS": True,  # quarter-pixel refinement
+        "SHIFT_HEATMAP": True,
+        "NUM_DRAW": 8,  # suite addition: pose pictures written after evaluation
+    },
+    "DEBUG": {
+        "DEBUG": False,
+        "SAVE_BATCH_IMAGES_GT": False,
+        "SAVE_BATCH_IMAGES_PRED": False,
+        "SAVE_HEATMAPS_GT": False,
+        "SAVE_HEATMAPS_PRED": False,
+    },
+}
+
+POSE_CHECKS = {
+    "DATASET.DATASET": ["coco"],
+    "DATASET.ROT_FACTOR": (lambda v: 0 <= v <= 180, "an angle in [0, 180] degrees"),
+    "DATASET.SCALE_FACTOR": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "DATASET.PROB_HALF_BODY": _UNIT,
+    "DATASET.SYNTHETIC_IMAGES": (lambda v: v >= 1, "an integer >= 1"),
+    "DATASET.SYNTHETIC_VAL_IMAGES": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.NUM_JOINTS": ([NUM_JOINTS]),
+    "MODEL.TARGET_TYPE": ["gaussian"],
+    "MODEL.IMAGE_SIZE": _POSITIVE_PAIR,
+    "MODEL.HEATMAP_SIZE": _POSITIVE_PAIR,
+    "MODEL.SIGMA": (lambda v: v > 0, "a number > 0"),
+    "MODEL.EXTRA.NUM_LAYERS": [18, 34, 50, 101, 152],
+    "TEST.IN_VIS_THRE": _UNIT,
+    "TEST.OKS_THRE": _UNIT,
+    "TEST.IMAGE_THRE": _UNIT,
+    "TEST.NUM_DRAW": (lambda v: v >= 0, "an integer >= 0"),
+}
+
+
+def model_geometry(cfg):
+    """(heatmap size, sigma) honouring the older SimpleBaseline spelling under MODEL.EXTRA."""
+    extra = cfg.MODEL.EXTRA
+    heatmap = extra.HEATMAP_SIZE if extra.get("HEATMAP_SIZE") is not None else cfg.MODEL.HEATMAP_SIZE
+    sigma = extra.SIGMA if extra.get("SIGMA") is not None else cfg.MODEL.SIGMA
+    return [int(v) for v in heatmap], float(sigma)
+
+
+@register("pose")
+class PoseTask(Task):
+    defaults = POSE_DEFAULTS
+    checks = POSE_CHECKS
+    main_metric = "AP"
+    higher_is_better = True
+
+    # -- building -----------------------------------------------------------------------
+    def build_model(self):
+        cfg = self.cfg
+        model = build_pose_resnet(cfg, model_geometry(cfg)[0])
+        if cfg.MODEL.PRETRAINED and cfg.MODEL.INIT_WEIGHTS:
+            from tasks.engine.pretrained import load_into, resolve_pretrained
+
+            skipped = load_into(model.backbone, resolve_pretrained(cfg.MODEL.PRETRAINED),
+                                skip_prefixes=("fc.",), source=f"MODEL.PRETRAINED {cfg.MODEL.PRETRAINED}")
+            log.info("backbone initialised from %s (skipped %d head keys)", cfg.MODEL.PRETRAINED, len(skipped))
+        return model
+
+    def crop_settings(self) -> CropSettings:
+        cfg, d = self.cfg, self.cfg.DATASET
+        heatmap, sigma = model_geometry(cfg)
+        return CropSettings(
+            image_size=tuple(int(v) for v in cfg.MODEL.IMAGE_SIZE), heatmap_size=tuple(heatmap), sigma=sigma,
+            color_rgb=bool(d.COLOR_RGB), flip=bool(d.FLIP), scale_factor=float(d.SCALE_FACTOR),
+            rot_factor=float(d.ROT_FACTOR), half_body_prob=float(d.PROB_HALF_BODY),
+            half_body_min_joints=int(d.NUM_JOINTS_HALF_BODY), photometric=bool(d.PHOTOMETRIC))
+
+    def data_root(self) -> Path:
+        d = self.cfg.DATASET
+        root = self.cfg.resolve_path(d.ROOT)
+        if d.SYNTHETIC:
+            from .synthetic import ensure_synthetic_coco
+
+            ensure_synthetic_coco(root, d.TRAIN_SET, d.TEST_SET, int(d.SYNTHETIC_IMAGES),
+                                  int(d.SYNTHETIC_VAL_IMAGES), int(d.SYNTHETIC_SEED))
+        return root
+
+    def build_datasets(self):
+        cfg, d = self.cfg, self.cfg.DATASET
+        root = self.data_root()
+        settings = self.crop_settings()
+        aspect = settings.image_size[0] / settings.image_size[1]
+        train_files = split_files(root, d.TRAIN_SET)
+        check_split(train_files, root, d.TRAIN_SET)
+        train_coco = load_coco(train_files.annotations)
+        train_records = ground_truth_records(train_coco, train_files.images, aspect, NUM_JOINTS, f"train {d.TRAIN_SET}")
+        if not train_records:
+            raise UserError(f"{train_files.annotations} has no usable labelled person (see the log for "
+                            "what was skipped); check DATASET.ROOT and DATASET.TRAIN_SET")
+        train = PoseDataset(train_records, settings, train=True, coco=train_coco)
+        return train, self.build_val_dataset(root)
+
+    def build_val_dataset(self, root: Path | None = None) -> PoseDataset:
+        """The evaluation set, in ground-truth-box or detection-box mode (TEST.USE_GT_BBOX)."""
+        cfg, d = self.cfg, self.cfg.DATASET
+        root = root or self.data_root()
+        settings = self.crop_settings()
+        aspect = settings.image_size[0] / settings.image_size[1]
+        files = split_files(root, d.TEST_SET, d.TEST_ANN_FILE)
+        check_split(files, root, d.TEST_SET)
+        coco = load_coco(files.annotations)
+        if cfg.TEST.USE_GT_BBOX:
+            records = ground_truth_records(coco, files.images, aspect, NUM_JOINTS, f"val {d.TEST_SET}")
+        else:
+            if not cfg.TEST.COCO_BBOX_FILE:
+                raise UserError("TEST.USE_GT_BBOX is false but TEST.COCO_BBOX_FILE is empty; give the person "
+                                "detection results json (e.g. data/coco/person_detection_results/"
+                                "COCO_val2017_detections_AP_H_56_person.json)")
+            det = cfg.resolve_path(cfg.TEST.COCO_BBOX_FILE)
+            records = detection_records(det, coco, files.images, aspect, NUM_JOINTS, float(cfg.TEST.IMAGE_THRE))
+        return PoseDataset(records, settings, train=False, coco=coco)
+
+    # -- training -----------------------------------------------------------------------
+    def loss(self, model, batch):
+        inputs, target, target_weight = batch[0], batch[1], batch[2]
+        output = model(inputs).float()
+        weight = target_weight if self.cfg.LOSS.USE_TARGET_WEIGHT else None
+        return joints_mse_loss(output, target.float(), weight), {}
+
+    # -- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_loader(self, model, loader):
+        """Image-space poses ``(N, J, 3)``, image ids, box scores and box areas of every
+        person in ``loader`` (flip test, refinement and heatmap shift as TEST says)."""
+        t = self.cfg.TEST
+        device = next(model.parameters()).device
+        poses, image_ids, scores, areas = [], [], [], []
+        for batch in loader:
+            inputs, meta = batch[0].to(device, non_blocking=True), batch[3]
+            heatmaps = predict_heatmaps(model, inputs, bool(t.FLIP_TEST), bool(t.SHIFT_HEATMAP)).float().cpu().numpy()
+            coords, maxvals = decode_heatmaps(heatmaps, _np(meta["center"]), _np(meta["scale"]), bool(t.POST_PROCESS))
+            poses.append(np.concatenate([coords, maxvals], axis=2))
+            image_ids += _np(meta["image_id"]).tolist()
+            scores += _np(meta["score"]).tolist()
+            areas += _np(meta["area"]).tolist()
+        if not poses:
+            return np.zeros((0, NUM_JOINTS, 3)), [], [], []
+        return np.concatenate(poses), image_ids, scores, areas
+
+    @torch.no_grad()
+    def evaluate(self, model, loader, out_dir):
+        t = self.cfg.TEST
+        dataset = _unwrap(loader.dataset)
+        poses, image_ids, scores, areas = self.predict_loader(model, loader)
+        results = coco_results(image_ids, poses, scores, areas, float(t.IN_VIS_THRE), float(t.OKS_THRE))
+        metrics = coco_keypoint_metrics(dataset.coco, results, dataset.image_ids)
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            save_json(results, out_dir / f"keypoints_{self.cfg.DATASET.TEST_SET}_results.json")
+            if int(t.NUM_DRAW) > 0:
+                paths = {r.image_id: r.image_path for r in dataset.records}
+                draw_evaluation_pictures(dataset.coco, results, paths, out_dir / "pose_pictures",
+                                         int(t.NUM_DRAW), float(t.IN_VIS_THRE))
+        return metrics
+
+
+def _np(x) -> np.ndarray:
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _unwrap(dataset):
+    while not isinstance(dataset, PoseDataset) and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    return dataset

@@ -1,0 +1,61 @@
+"""Export a classifier (float or QAT) of a config to ONNX, checked on the config's test images.
+
+Shared by the qat task (export at the end of training) and ``tools/export.py``.  Metadata
+records what a deployment needs besides the graph: classes, input size and normalisation.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from quant.export import DEFAULT_OPSET, ExportReport, export_onnx
+from tasks.classification.data import detect_format
+from tasks.classification.task import class_names
+from tasks.classification.transforms import normalisation
+
+
+def check_images(dataset, count: int) -> torch.Tensor:
+    """``count`` images spread evenly over ``dataset`` (an ImageFolder is sorted by class, so
+    its first images would all be of one class), after the test transform."""
+    if len(dataset) == 0:
+        raise ValueError("the test set is empty: there are no images to check the export on")
+    idx = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int))
+    return torch.stack([dataset[int(i)][0] for i in idx])
+
+
+def export_metadata(cfg, dataset) -> dict[str, str]:
+    d = cfg.DATASET
+    fmt = detect_format(cfg.resolve_path(d.ROOT), d.FORMAT) if d.ROOT else d.FORMAT
+    mean, std = normalisation(d.AUGMENT, fmt, d.MEAN, d.STD)
+    return {
+        "task": cfg.TASK,
+        "config": cfg.NAME,
+        "model": cfg.MODEL.NAME,
+        "classes": json.dumps(class_names(dataset, cfg.MODEL.NUM_CLASSES)),
+        "input": json.dumps({"size": d.IMAGE_SIZE, "mean": list(mean), "std": list(std),
+                             "layout": "NCHW RGB float, (x/255 - mean) / std"}),
+    }
+
+
+def export_opset(cfg) -> int:
+    quant = cfg.get("QUANT")
+    return int(quant.OPSET) if quant is not None else DEFAULT_OPSET
+
+
+def check_count(cfg, default: int = 512) -> int:
+    quant = cfg.get("QUANT")
+    return int(quant.EXPORT_CHECK_IMAGES) if quant is not None else default
+
+
+def export_classifier(model: nn.Module, cfg, dataset, path: str | Path | None,
+                      images: int | None = None, threads: int | None = None) -> ExportReport:
+    """ONNX of ``model`` at ``path`` (atomically, only if onnxruntime agrees with PyTorch on
+    ``images`` test images); raises ExportParityError / ValueError otherwise."""
+    inputs = check_images(dataset, images or check_count(cfg))
+    _, report = export_onnx(model, inputs, path, opset=export_opset(cfg),
+                            metadata=export_metadata(cfg, dataset), threads=threads)
+    return report

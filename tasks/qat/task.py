@@ -1,0 +1,139 @@
+"""TASK: qat — classification under ``quant/``: float weights -> prepare -> calibrate -> train -> export.
+
+Data, models, loss and metrics are classification's; this task only adds the ``QUANT``
+section:
+
+* ``W_BITS`` (2..8), ``A_BITS`` (2..8, 0 = float activations), ``FIRST_LAST_BITS``
+  (2..8 for the first and last layer, 0 = keep them float), ``PER_CHANNEL`` weight scales,
+  ``SKIP`` (module names kept float);
+* ``CALIB_BATCHES``: training batches that set the activation step sizes before training;
+* ``PERTURB_STEP_SIZES``: let SAM/BSAM perturb the step sizes too (default: only the latent
+  float weights are perturbed; the step sizes sit in their own param group with
+  rho = rho_min = 0, and without weight decay, which would shrink them towards 0);
+* ``EXPORT``: write ``model.onnx`` (integer weights, checked with onnxruntime on
+  ``EXPORT_CHECK_IMAGES`` test images) into the run folder at every evaluation of a training
+  run, so the file left at the end is the final model; ``OPSET`` (21 packs <= 4-bit weights
+  as int4).
+
+``MODEL.PRETRAINED`` is the float checkpoint to start from (e.g. a classification run's
+``model_best.pth``).  Evaluation reports top-1/top-5 of the quantized model.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from quant import calibrate, prepare_qat, step_size_parameters
+from quant.export import ExportParityError
+from tasks.classification.task import ClassificationTask
+from tasks.engine.errors import UserError
+from tasks.engine.task import register
+
+from .exporting import export_classifier
+
+log = logging.getLogger("bsam.qat")  # a child of the trainer's logger: lands in train.log
+
+
+def _bits_or_float(v) -> bool:
+    return v == 0 or 2 <= v <= 8
+
+
+@register("qat")
+class QatTask(ClassificationTask):
+    defaults = {
+        **ClassificationTask.defaults,
+        "MODEL": {**ClassificationTask.defaults["MODEL"], "NAME": "cifar_resnet20"},
+        "QUANT": {
+            "W_BITS": 4,
+            "A_BITS": 4,
+            "FIRST_LAST_BITS": 8,
+            "PER_CHANNEL": False,
+            "SKIP": [],
+            "CALIB_BATCHES": 4,
+            "PERTURB_STEP_SIZES": False,
+            "EXPORT": False,
+            "OPSET": 21,
+            "EXPORT_CHECK_IMAGES": 512,
+        },
+    }
+    checks = {
+        **ClassificationTask.checks,
+        "QUANT.W_BITS": (lambda v: 2 <= v <= 8, "an integer from 2 to 8"),
+        "QUANT.A_BITS": (_bits_or_float, "an integer from 2 to 8, or 0 for float activations"),
+        "QUANT.FIRST_LAST_BITS": (_bits_or_float, "an integer from 2 to 8, or 0 to keep the first and last layer float"),
+        "QUANT.SKIP": (lambda v: all(isinstance(s, str) for s in v), "a list of module names"),
+        "QUANT.CALIB_BATCHES": (lambda v: v >= 1, "an integer >= 1"),
+        "QUANT.OPSET": (lambda v: 13 <= v <= 23, "an integer from 13 to 23 (21+ packs int4 weights)"),
+        "QUANT.EXPORT_CHECK_IMAGES": (lambda v: v >= 1, "an integer >= 1"),
+    }
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+
+    # -- building -------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        """The float classifier (with MODEL.PRETRAINED loaded), converted by prepare_qat."""
+        return self.quantize(super().build_model())
+
+    def quantize(self, float_model: nn.Module) -> nn.Module:
+        q = self.cfg.QUANT
+        try:
+            return prepare_qat(
+                float_model, w_bits=q.W_BITS, a_bits=q.A_BITS or None,
+                first_last_bits=q.FIRST_LAST_BITS or None, per_channel=q.PER_CHANNEL,
+                skip=q.SKIP, log=log.info,
+            )
+        except ValueError as err:
+            raise UserError(f"QUANT: {err}") from None
+
+    def setup(self, model: nn.Module, train_loader, device: torch.device) -> None:
+        """Calibrate the activation step sizes on the first CALIB_BATCHES training batches."""
+        if not self.cfg.MODEL.PRETRAINED:
+            log.warning("QAT starts from a randomly initialised model: set MODEL.PRETRAINED to a "
+                        "float checkpoint (e.g. a classification run's model_best.pth)")
+        used = calibrate(model, train_loader, self.cfg.QUANT.CALIB_BATCHES, device)
+        log.info("calibrated activation step sizes on %d training batches", used)
+
+    def param_groups(self, model: nn.Module):
+        """Classification's groups without the step sizes, then one group of step sizes:
+        rho = rho_min = 0 (not perturbed) unless QUANT.PERTURB_STEP_SIZES, no weight decay.
+        It comes last so that group 0 still carries the schedule's base LR and rho_min."""
+        steps = [p for p in step_size_parameters(model) if p.requires_grad]
+        step_ids = {id(p) for p in steps}
+        groups = super().param_groups(model)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": list(groups)}]
+        out = []
+        for group in groups:
+            params = [p for p in group["params"] if id(p) not in step_ids]
+            if params:
+                out.append({**group, "params": params})
+        step_group = {"params": steps, "weight_decay": 0.0, "name": "step_sizes", "lr_mult": 1.0}
+        if not self.cfg.QUANT.PERTURB_STEP_SIZES:
+            step_group.update(rho=0.0, rho_min=0.0, rho_min_end=None)
+        if steps:
+            out.append(step_group)
+        return out
+
+    # -- evaluation -----------------------------------------------------------------------
+    def on_fit_end(self, model: nn.Module, val_loader, out_dir: Path) -> dict:
+        """With QUANT.EXPORT, write out_dir/model.onnx once, after the last epoch."""
+        if not self.cfg.QUANT.EXPORT:
+            return {}
+        return self._export(model, val_loader.dataset, Path(out_dir) / "model.onnx")
+
+    def _export(self, model: nn.Module, dataset, path: Path) -> dict[str, float]:
+        device_type = next(model.parameters()).device.type
+        try:
+            with torch.autocast(device_type, enabled=False):
+                report = export_classifier(model, self.cfg, dataset, path)
+        except (ExportParityError, ValueError) as err:
+            log.error("ONNX export skipped: %s", err)  # the run goes on; the checkpoint is saved
+            return {"onnx_exported": 0.0}
+        log.info("exported %s (%.2f MB, onnxruntime top-1 agreement %.4f on %d test images)",
+                 path, report.bytes / 1e6, report.top1_agreement, report.checked_inputs)
+        return {"onnx_exported": 1.0, "onnx_top1_agreement": report.top1_agreement,
+                "onnx_mbytes": report.bytes / 1e6}

@@ -1,0 +1,36 @@
+"""The run records people read: metrics.csv and the curves with BSAM's diagnostics."""
+import csv
+
+from tasks.engine.records import DiagnosticsMeter, curves_figure, write_metrics_csv
+
+
+def test_diagnostics_meter_means_and_conflict_fraction():
+    meter = DiagnosticsMeter()
+    for cos in (0.5, -0.25, 0.75, -0.5):
+        meter.add({"grad_norm": 2.0, "perturbed_grad_norm": 3.0, "min_grad_norm": 1.0,
+                   "cos_g0_g2": cos, "rho_min": 0.05})
+    summary = meter.summary()
+    assert summary["conflict_frac"] == 0.5
+    assert summary["cos_g0_g2"] == 0.125
+    assert summary["grad_norm"] == 2.0 and summary["rho_min"] == 0.05
+    assert DiagnosticsMeter().summary() == {}
+
+
+def test_curves_show_diagnostics_panels_only_when_logged():
+    bsam = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_top1": 50.0 + e, "lr": 0.1,
+             "rho_min": 0.05, "grad_norm": 1.0, "perturbed_grad_norm": 1.2,
+             "min_grad_norm": 0.9, "cos_g0_g2": 0.3, "conflict_frac": 0.1} for e in range(3)]
+    titles = [ax.get_title() for ax in curves_figure(bsam, "top1").axes]
+    assert "gradient norms" in titles and "cos(g0, g2) / conflict fraction" in titles
+    sgd = [{k: v for k, v in row.items() if k in ("epoch", "train_loss", "val_top1", "lr")}
+           for row in bsam]
+    titles = [ax.get_title() for ax in curves_figure(sgd, "top1").axes]
+    assert titles == ["loss", "top1", "learning rate / rho_min"]
+
+
+def test_metrics_csv_is_rewritten_whole(tmp_path):
+    path = tmp_path / "metrics.csv"
+    write_metrics_csv([{"epoch": 0, "train_loss": 1.0}], path)
+    write_metrics_csv([{"epoch": 0, "train_loss": 1.0}, {"epoch": 1, "train_loss": 0.5, "val_top1": 70.0}], path)
+    rows = list(csv.DictReader(path.open()))
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[1]["val_top1"] == "70.0"
