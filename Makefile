@@ -1,4 +1,5 @@
-# make demo / make test / make bench -- each creates .venv and installs the project on first use.
+# make demo / make test / make bench -- each creates .venv and installs the project on first use
+# (a second run installs nothing).  The demo's synthetic data set is generated into data/ on first use.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -14,13 +15,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) tools/optim_demo.py
+	$(PY) tools/train.py --cfg configs/demo/pose_bsam_demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(PY) benchmarks/optim_overhead.py
+	$(PY) benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) output
