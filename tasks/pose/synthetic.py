@@ -33,7 +33,7 @@ from .skeleton import NUM_JOINTS, coco_category
 
 log = logging.getLogger("bsam.pose")  # a child of the run logger, so it lands in train.log
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 MARKER = "SYNTHETIC.json"
 _SPLIT_CODES = {"train": 1, "val": 2}
 
@@ -95,7 +95,7 @@ def sample_figure(rng: np.random.Generator, height: float, pelvis) -> Figure:
     neck = pelvis + 0.30 * h * up
     j[L_HIP], j[R_HIP] = pelvis + 0.085 * h * width * side, pelvis - 0.085 * h * width * side
     j[L_SH], j[R_SH] = neck + 0.125 * h * width * side - 0.015 * h * up, neck - 0.125 * h * width * side - 0.015 * h * up
-    relaxed = rng.random() < 0.3  # standing-like poses, common in real data
+    relaxed = rng.random() < 0.5  # standing/walking-like poses, the bulk of real photos
     for sh, el, wr, s in ((L_SH, L_EL, L_WR, 1.0), (R_SH, R_EL, R_WR, -1.0)):
         spread = rng.uniform(0.0, 0.5) if relaxed else rng.uniform(-0.4, 2.9)
         bend = rng.uniform(0.0, 0.5) if relaxed else rng.uniform(0.0, 2.4)

@@ -27,8 +27,11 @@ from .skeleton import NUM_JOINTS
 
 log = logging.getLogger("bsam.pose")  # a child of the run logger, so it lands in train.log
 
-_POSITIVE_PAIR = (lambda v: len(v) == 2 and all(int(x) == x and x > 0 for x in v), "a list [width, height] of two integers > 0")
+_POSITIVE_PAIR = (lambda v: len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v),
+                  "a list [width, height] of two integers > 0")
 _UNIT = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_POSITIVE_INTS = (lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v),
+                  "a non-empty list of integers > 0")
 
 POSE_DEFAULTS = {
     "TASK": "pose",
@@ -113,6 +116,7 @@ POSE_DEFAULTS = {
 
 POSE_CHECKS = {
     "DATASET.DATASET": ["coco"],
+    "DATASET.DATA_FORMAT": ["jpg", "png"],  # image files named by the json (HRNet's 'zip' is not read)
     "DATASET.ROT_FACTOR": (lambda v: 0 <= v <= 180, "an angle in [0, 180] degrees"),
     "DATASET.SCALE_FACTOR": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "DATASET.PROB_HALF_BODY": _UNIT,
@@ -124,6 +128,8 @@ POSE_CHECKS = {
     "MODEL.HEATMAP_SIZE": _POSITIVE_PAIR,
     "MODEL.SIGMA": (lambda v: v > 0, "a number > 0"),
     "MODEL.EXTRA.NUM_LAYERS": [18, 34, 50, 101, 152],
+    "MODEL.EXTRA.NUM_DECONV_FILTERS": _POSITIVE_INTS,
+    "MODEL.EXTRA.NUM_DECONV_KERNELS": _POSITIVE_INTS,
     "TEST.IN_VIS_THRE": _UNIT,
     "TEST.OKS_THRE": _UNIT,
     "TEST.IMAGE_THRE": _UNIT,
