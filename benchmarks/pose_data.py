@@ -48,20 +48,24 @@ def samples_per_second(dataset, count: int, workers: int, batch_size: int = 32) 
 
 
 @torch.no_grad()
-def inference_per_second(task: PoseTask, model, dataset, batches: int, batch_size: int, flip: bool) -> float:
-    """Person crops per second through model (+ flip test) + decoding, data loading excluded."""
+def inference_per_second(model, dataset, batches: int, batch_size: int, flip: bool, bf16: bool) -> float:
+    """Person crops per second through model (+ flip test) + decoding, data loading excluded;
+    under bfloat16 autocast when the config asks for it (AMP: bf16), as training does."""
     items = [dataset[i % len(dataset)] for i in range(batch_size)]
     inputs = torch.stack([x for x, *_ in items])
     centers = np.stack([m["center"] for *_, m in items])
     scales = np.stack([m["scale"] for *_, m in items])
     device = next(model.parameters()).device
     inputs = inputs.to(device)
-    predict_heatmaps(model, inputs, flip)  # warm-up
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    with autocast:
+        predict_heatmaps(model, inputs, flip)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(batches):
-        heatmaps = predict_heatmaps(model, inputs, flip).float().cpu().numpy()
+        with autocast:
+            heatmaps = predict_heatmaps(model, inputs, flip).float().cpu().numpy()
         decode_heatmaps(heatmaps, centers, scales)
     return batches * batch_size / (time.perf_counter() - start)
 
@@ -76,19 +80,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = coco_sample()
-    cfg = load(args.cfg, ["DATASET.ROOT", str(root), "MODEL.PRETRAINED", "", "TEST.USE_GT_BBOX", "true"])
+    cfg = load(args.cfg, ["DATASET.ROOT", str(root), "DATASET.SYNTHETIC", "false", "DATASET.TRAIN_SET", "train2017",
+                          "DATASET.TEST_SET", "val2017", "DATASET.TEST_ANN_FILE", "", "MODEL.PRETRAINED", "",
+                          "TEST.USE_GT_BBOX", "true"])
     task = PoseTask(cfg)
     train, val = task.build_datasets()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = task.build_model().to(device).eval()
     w, h = cfg.MODEL.IMAGE_SIZE
+    bf16 = cfg.AMP == "bf16"
     rows = [
         ("data pipeline, 1 process", samples_per_second(train, args.samples, 0), "samples/s"),
         ("data pipeline, DataLoader 2 workers", samples_per_second(train, args.samples, 2), "samples/s"),
-        (f"inference, flip test ({device.type})", inference_per_second(task, model, val, args.batches,
-                                                                       args.batch_size, True), "crops/s"),
-        (f"inference, no flip ({device.type})", inference_per_second(task, model, val, args.batches,
-                                                                     args.batch_size, False), "crops/s"),
+        (f"inference, flip test ({device.type}, {cfg.AMP})",
+         inference_per_second(model, val, args.batches, args.batch_size, True, bf16), "crops/s"),
+        (f"inference, no flip ({device.type}, {cfg.AMP})",
+         inference_per_second(model, val, args.batches, args.batch_size, False, bf16), "crops/s"),
     ]
     print(f"\npose pipeline on coco_sample ({len(train)} train persons), input {h}x{w}, "
           f"ResNet-{cfg.MODEL.EXTRA.NUM_LAYERS}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "

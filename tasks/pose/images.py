@@ -29,8 +29,3 @@ def to_input(crop: np.ndarray) -> torch.Tensor:
     x = (crop.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
-
-def from_input(x: torch.Tensor) -> np.ndarray:
-    """Inverse of :func:`to_input` (for drawing what the network saw)."""
-    img = x.detach().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -352,7 +352,11 @@ def ensure_synthetic_coco(root, train_split: str, val_split: str, train_images: 
         (tmp / MARKER).write_text(json.dumps(wanted, indent=1))
         if root.exists():
             shutil.rmtree(root)  # an older synthetic set (it carries the marker)
-        tmp.rename(root)
+        try:
+            tmp.rename(root)
+        except OSError:  # another run made it meanwhile: fine if it is the same set
+            if not (marker.is_file() and json.loads(marker.read_text()) == wanted):
+                raise
         log.info("synthetic pose data ready: %s", counts)
     finally:
         if tmp.exists():

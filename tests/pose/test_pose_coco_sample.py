@@ -1,6 +1,5 @@
 """The pose pipeline on the real COCO sample: records, ground-truth AP, flips, detection boxes."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from tasks.engine.config import make_config
 from tasks.engine.errors import UserError
 from tasks.pose.decode import decode_heatmaps, flip_back
 from tasks.pose.evaluation import METRIC_NAMES, coco_keypoint_metrics, coco_results
-from tasks.pose.records import ground_truth_records, load_coco
+from tasks.pose.records import load_coco
 from tasks.pose.skeleton import flip_permutation
 from tasks.pose.task import PoseTask
 
@@ -94,16 +93,11 @@ def test_the_flip_augmentation_mirrors_the_crop_and_swaps_left_and_right(coco_ro
     assert np.abs(peaks(back)[shown] - peaks(target)[shown]).max() <= 1
 
 
-def _write_coco(tmp_path, images, annotations, image_dir_name="val2017"):
-    (tmp_path / "annotations").mkdir(exist_ok=True)
-    (tmp_path / "images" / image_dir_name).mkdir(parents=True, exist_ok=True)
-    cats = json.loads((tmp_path.parent / "cats.json").read_text()) if (tmp_path.parent / "cats.json").exists() else None
-    data = {"images": images, "annotations": annotations,
-            "categories": cats or [{"id": 1, "name": "person", "supercategory": "person",
-                                    "keypoints": [str(i) for i in range(17)], "skeleton": []}]}
-    path = tmp_path / "annotations" / f"person_keypoints_{image_dir_name}.json"
-    path.write_text(json.dumps(data))
-    return path
+def _write_coco(root, images, annotations, split="val2017"):
+    (root / "annotations").mkdir(exist_ok=True)
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    data = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}
+    (root / "annotations" / f"person_keypoints_{split}.json").write_text(json.dumps(data))
 
 
 def test_a_mirrored_image_gives_mirrored_keypoints(coco_root, tmp_path):

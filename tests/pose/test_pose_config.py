@@ -17,7 +17,7 @@ TASK: pose
 AUTO_RESUME: true
 CUDNN: {BENCHMARK: true, DETERMINISTIC: false, ENABLED: true}
 DATA_DIR: ''
-GPUS: [0, 1, 2, 3]
+GPUS: [0, 1, 2, 3]        # the original writes (0,1,2,3), which YAML reads as a string
 OUTPUT_DIR: output
 LOG_DIR: log
 WORKERS: 24

@@ -1,5 +1,4 @@
 """The synthetic demo data: real COCO files, deterministic by seed, honest labels."""
-import json
 
 import cv2
 import numpy as np
