@@ -13,7 +13,7 @@ BASE = {
     "OUTPUT_DIR": "output",
     "LOG_DIR": "log",  # HRNet key, unused (logs go to the run directory)
     "DATA_DIR": "",  # HRNet key, unused
-    "GPUS": [0],  # HRNet key; the device is chosen by DEVICE / torchrun
+    "GPUS": None,  # HRNet key (a list or "(0,1,2,3)"); the device is chosen by DEVICE / torchrun
     "WORKERS": 2,
     "PRINT_FREQ": 20,
     "AUTO_RESUME": False,
