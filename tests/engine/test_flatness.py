@@ -14,16 +14,6 @@ from torch import nn
 from tasks.engine import flatness
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronisation, and on a
-    busy 2-core machine its spinning makes double backward many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Quadratic(nn.Module):
     """A single weight matrix (so filter normalisation has filters to work on) and a bias
     the loss does not use (the curvature code must cope with unused parameters)."""

@@ -21,16 +21,6 @@ from tools import flatness as flatness_tool
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronisation, and on a
-    busy 2-core machine its spinning makes double backward many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _write_cfg(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
