@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from tasks.engine import cli, config
 from tasks.engine.trainer import Trainer
@@ -16,11 +17,14 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/TASK/NAME/checkpoint_last.pth")
     args = parser.parse_args()
+    started = time.perf_counter()
     cfg = config.load(args.cfg, args.opts)
     trainer = Trainer(cfg, resume=args.resume or cfg.TRAIN.RESUME or cfg.AUTO_RESUME)
     results = trainer.fit()
     if trainer.is_main and not results.get("stopped"):
-        print(json.dumps({"run_dir": results["run_dir"], "best": results["best"]}))
+        minutes = (time.perf_counter() - started) / 60  # data preparation and evaluation included
+        trainer.log.info(f"done in {minutes:.1f} min")
+        print(json.dumps({"run_dir": results["run_dir"], "best": results["best"], "minutes": round(minutes, 1)}))
     return 0
 
 
