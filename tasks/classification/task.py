@@ -83,6 +83,7 @@ class ClassificationTask(Task):
         ),
     }
     main_metric = "top1"
+    detail_metrics = ("acc_",)  # per-class accuracies: in metrics.csv, not on the console
     higher_is_better = True
 
     # -- building -------------------------------------------------------------------------

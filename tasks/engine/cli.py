@@ -21,6 +21,20 @@ def run(main: Callable[[], int | None]) -> None:
     try:
         code = main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def one_line(err: UserError) -> str:
+    """The message of ``err``, also when a DataLoader worker raised it.
+
+    torch re-raises a worker's exception with the worker's whole traceback as its message;
+    the user's message is its last line, after the exception's qualified name.
+    """
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    name = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return last[len(name):] if last.startswith(name) else last

@@ -26,6 +26,9 @@ class Task:
     #: Name of the metric (a key of :meth:`evaluate`'s result) that picks ``model_best.pth``.
     main_metric: str = "top1"
     higher_is_better: bool = True
+    #: Metric name prefixes left out of the console's epoch line (they still go to
+    #: metrics.csv, TensorBoard and results.json): e.g. 100 per-class accuracies.
+    detail_metrics: tuple[str, ...] = ()
 
     def __init__(self, cfg):
         self.cfg = cfg

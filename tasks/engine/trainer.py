@@ -280,7 +280,8 @@ class Trainer:
             write_metrics_csv(self.history, self.run_dir / "metrics.csv")
             plot_curves(self.history, self.run_dir / "curves.png", self.task.main_metric)
             shown = " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                             if k != "epoch" and isinstance(v, float) and math.isfinite(v))
+                             if k != "epoch" and isinstance(v, float) and math.isfinite(v)
+                             and not k.removeprefix("val_").startswith(self.task.detail_metrics))
             self.log.info(f"epoch {epoch}: {shown}")
         dist.barrier()
 

@@ -38,6 +38,11 @@ def test_train_writes_run_files_and_eval_reproduces(tiny_cls_cfg, tool):
     for column in ("train_loss", "val_top1", "grad_norm", "min_grad_norm", "cos_g0_g2",
                    "conflict_frac", "rho_min"):
         assert column in header
+    per_class = [c for c in header if c.startswith("val_acc_")]
+    assert per_class  # per-class accuracies are recorded, but kept off the console's epoch line
+    epoch_lines = [ln for ln in (out / "train.log").read_text().splitlines() if " epoch 2: " in ln]
+    assert len(epoch_lines) == 1 and "val_top1=" in epoch_lines[0]
+    assert not any(f"{c}=" in epoch_lines[0] for c in per_class)
     evaluated = tool("tools/eval.py", "--cfg", cfg, "--checkpoint", out / "model_best.pth")
     metrics = json.loads(evaluated.stdout.strip().splitlines()[-1])
     assert metrics["top1"] == results["best"]["val_top1"]
