@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import yaml
 
 from . import task as task_registry
-from .defaults import BASE, CHECKS
+from .defaults import BASE, CHECKS, RENAMED
 from .errors import UserError
 from .io import atomic_write
 
@@ -139,11 +139,25 @@ def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
     schema = _deep_merge(BASE, task_cls.defaults)
     checks = {**CHECKS, **task_cls.checks}
     merged = copy.deepcopy(schema)
-    _merge_checked(merged, data, schema, prefix="", source=source)
+    _merge_checked(merged, _renamed(data, source), schema, prefix="", source=source)
     for key, value in overrides:
-        _set_dotted(merged, schema, key, value, source="--opts")
+        _set_dotted(merged, schema, RENAMED.get(key, key), value, source="--opts")
     _run_checks(merged, checks, source)
     return _to_config(merged)
+
+
+def _renamed(data: dict, source: str) -> dict:
+    """``data`` with the older key spellings of :data:`RENAMED` moved to the current ones."""
+    out = dict(data)
+    for old, new in RENAMED.items():
+        section, old_key = old.split(".")
+        new_key = new.split(".")[1]
+        node = out.get(section)
+        if isinstance(node, dict) and old_key in node:
+            if new_key in node:
+                raise ConfigError(f"{source}: {old} and {new} are the same setting; keep {new} only")
+            out[section] = {(new_key if k == old_key else k): v for k, v in node.items()}
+    return out
 
 
 def _task_class(name, source):

@@ -58,6 +58,7 @@ POSE_DEFAULTS = {
     "MODEL": {
         "NAME": "pose_resnet",
         "PRETRAINED": "",
+        "STYLE": "pytorch",  # SimpleBaseline key: torchvision ResNets (stride in the 3x3 conv)
         "INIT_WEIGHTS": True,
         "NUM_JOINTS": NUM_JOINTS,
         "TARGET_TYPE": "gaussian",
@@ -124,6 +125,7 @@ POSE_CHECKS = {
     "DATASET.SYNTHETIC_VAL_IMAGES": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.NUM_JOINTS": ([NUM_JOINTS]),
     "MODEL.TARGET_TYPE": ["gaussian"],
+    "MODEL.STYLE": ["pytorch"],  # 'caffe' ResNets and their converted weights are not built
     "MODEL.IMAGE_SIZE": _POSITIVE_PAIR,
     "MODEL.HEATMAP_SIZE": _POSITIVE_PAIR,
     "MODEL.SIGMA": (lambda v: v > 0, "a number > 0"),

@@ -120,6 +120,58 @@ def test_an_hrnet_experiment_file_loads_and_its_model_is_refused_clearly(tmp_pat
         PoseTask(cfg).build_model()
 
 
+# Microsoft's first SimpleBaseline release (human-pose-estimation.pytorch), written from the key
+# list of its experiments/coco/resnet50/256x192_d256x3_adam_lr1e-3.yaml: BATCH_SIZE instead of
+# BATCH_SIZE_PER_GPU, MODEL.STYLE, HEATMAP_SIZE/SIGMA/TARGET_TYPE under MODEL.EXTRA.
+MSRA_YAML = """
+TASK: pose
+GPUS: '0'
+DATA_DIR: ''
+OUTPUT_DIR: output
+LOG_DIR: log
+WORKERS: 4
+PRINT_FREQ: 100
+DATASET: {DATASET: coco, ROOT: data/coco/, TEST_SET: val2017, TRAIN_SET: train2017, FLIP: true,
+          ROT_FACTOR: 40, SCALE_FACTOR: 0.3}
+MODEL:
+  NAME: pose_resnet
+  PRETRAINED: models/pytorch/imagenet/resnet50-19c8e357.pth
+  STYLE: pytorch
+  IMAGE_SIZE: [192, 256]
+  NUM_JOINTS: 17
+  EXTRA: {TARGET_TYPE: gaussian, HEATMAP_SIZE: [48, 64], SIGMA: 2, FINAL_CONV_KERNEL: 1,
+          DECONV_WITH_BIAS: false, NUM_DECONV_LAYERS: 3, NUM_DECONV_FILTERS: [256, 256, 256],
+          NUM_DECONV_KERNELS: [4, 4, 4], NUM_LAYERS: 50}
+LOSS: {USE_TARGET_WEIGHT: true}
+TRAIN: {BATCH_SIZE: 32, SHUFFLE: true, BEGIN_EPOCH: 0, END_EPOCH: 140, RESUME: false, OPTIMIZER: adam,
+        LR: 0.001, LR_FACTOR: 0.1, LR_STEP: [90, 120], WD: 0.0001, GAMMA1: 0.99, GAMMA2: 0.0,
+        MOMENTUM: 0.9, NESTEROV: false}
+TEST: {BATCH_SIZE: 24, COCO_BBOX_FILE: data/coco/person_detection_results/COCO_val2017_detections_AP_H_56_person.json,
+       BBOX_THRE: 1.0, FLIP_TEST: false, IMAGE_THRE: 0.0, IN_VIS_THRE: 0.2, MODEL_FILE: '', NMS_THRE: 1.0,
+       OKS_THRE: 0.9, USE_GT_BBOX: true}
+DEBUG: {DEBUG: true, SAVE_BATCH_IMAGES_GT: true, SAVE_BATCH_IMAGES_PRED: true, SAVE_HEATMAPS_GT: true,
+        SAVE_HEATMAPS_PRED: true}
+SAM: {METHOD: bsam}
+"""
+
+
+def test_the_first_simplebaseline_release_loads_with_its_batch_size_spelling(tmp_path):
+    path = tmp_path / "256x192_d256x3_adam_lr1e-3.yaml"
+    path.write_text(MSRA_YAML)
+    cfg = load(path)
+    assert (cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.TEST.BATCH_SIZE_PER_GPU) == (32, 24)
+    assert "BATCH_SIZE" not in cfg.TRAIN  # one name per setting in the saved config
+    assert load(path, ["TRAIN.BATCH_SIZE", "8"]).TRAIN.BATCH_SIZE_PER_GPU == 8
+    assert load(path, ["TRAIN.BATCH_SIZE_PER_GPU", "4"]).TRAIN.BATCH_SIZE_PER_GPU == 4
+    assert PoseTask(cfg).crop_settings().heatmap_size == (48, 64)
+    with pytest.raises(ConfigError, match="MODEL.STYLE: 'caffe' is not allowed"):
+        load(path, ["MODEL.STYLE", "caffe"])
+    both = tmp_path / "both.yaml"
+    both.write_text(MSRA_YAML.replace("TRAIN: {BATCH_SIZE: 32,", "TRAIN: {BATCH_SIZE: 32, BATCH_SIZE_PER_GPU: 16,"))
+    with pytest.raises(ConfigError, match="TRAIN.BATCH_SIZE and TRAIN.BATCH_SIZE_PER_GPU are the same setting"):
+        load(both)
+
+
 def test_the_older_simplebaseline_spelling_under_model_extra_is_honoured():
     cfg = make_config({"MODEL": {"IMAGE_SIZE": [64, 96], "HEATMAP_SIZE": [48, 64],
                                  "EXTRA": {"HEATMAP_SIZE": [16, 24], "SIGMA": 1.5, "TARGET_TYPE": "gaussian",
