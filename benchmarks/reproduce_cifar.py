@@ -9,7 +9,7 @@ fixed sample of training batches).  It also trains each method under symmetric l
 ``reproduce_cifar.png`` to ``--out`` and prints the command behind each row.
 
     # CPU-sized, on the embedded subset (CIFAR ResNet-20, 10 epochs, 3 seeds; the README's
-    # table, about 1.7 h on 2 cores)
+    # table, about 1 h 50 min on 2 cores)
     python benchmarks/reproduce_cifar.py --noise-seeds 0 --flatness-batches 1
     # GPU-sized, the paper's recipe (ResNet-18, 200 epochs) on full CIFAR-10 / CIFAR-100
     python benchmarks/reproduce_cifar.py --data /data/cifar10        # holds cifar-10-batches-py
