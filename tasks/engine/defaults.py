@@ -76,11 +76,11 @@ BASE = {
     "DEBUG": {"DEBUG": False},
 }
 
-#: Allowed values for base keys (dotted name -> choices, or (predicate, description)).
 #: Older spellings (Microsoft's first SimpleBaseline release), read as the keys used here.
 #: Its BATCH_SIZE is per GPU too (its loaders multiply it by the number of GPUs).
 RENAMED = {"TRAIN.BATCH_SIZE": "TRAIN.BATCH_SIZE_PER_GPU", "TEST.BATCH_SIZE": "TEST.BATCH_SIZE_PER_GPU"}
 
+#: Allowed values for base keys (dotted name -> choices, or (predicate, description)).
 CHECKS = {
     "DEVICE": ["auto", "cpu", "cuda"],
     "AMP": ["none", "bf16"],
