@@ -1,36 +1,41 @@
 """Reproduce the BSAM paper's CIFAR comparison: SGD, SAM, BSAM and BSAM in the authors'
-code's mode (SAM.REFERENCE_COMPAT), same model, data, schedule and seeds.
+code's mode (SAM.REFERENCE_COMPAT), same model, data, schedule and seeds; optionally also at
+equal compute (SGD for 3x and SAM for 1.5x the epochs: BSAM costs three passes, SAM two).
 
-For every method and seed it trains through ``tools/train.py`` (a subprocess, the recipe as
-``--opts`` overrides of a config), then measures the final weights with
-``tasks.engine.flatness`` (top Hessian eigenvalue, Hutchinson trace, a 1-D landscape on a
-fixed sample of training batches).  It also trains each method under symmetric label noise
-(``DATASET.LABEL_NOISE``).  Writes ``results.md`` (the table), ``results.json`` and
-``reproduce_cifar.png`` to ``--out`` and prints the command behind each row.
+For every run it trains through ``tools/train.py`` (a subprocess; the recipe as ``--opts``
+overrides of a config), then measures the final weights: test top-1, top-1 on the training
+images (no augmentation, eval mode; against the training labels and, for noisy runs, also
+against their clean labels), and for clean runs the top Hessian eigenvalue, the Hutchinson
+trace and a 1-D loss landscape on a fixed sample of training batches.
 
-    # CPU-sized, on the embedded subset (CIFAR ResNet-20, 10 epochs, 3 seeds; the README's
-    # table, about 1 h 50 min on 2 cores)
-    python benchmarks/reproduce_cifar.py --noise-seeds 0 --flatness-batches 1
+    # converged, CPU-sized (ResNet-20 on 250 images/class of the embedded subset, 60 epochs,
+    # bf16; SGD ends above 95% train accuracy): the README's table, about 5-6 h on one core
+    python benchmarks/reproduce_cifar.py --preset converged
+    python benchmarks/reproduce_cifar.py --preset converged --dry-run   # rows, commands, time
+    # short, under-fitted (ResNet-20, 10 epochs, the whole subset)
+    python benchmarks/reproduce_cifar.py --preset cpu --noise-seeds 0 --flatness-batches 1
     # GPU-sized, the paper's recipe (ResNet-18, 200 epochs) on full CIFAR-10 / CIFAR-100
     python benchmarks/reproduce_cifar.py --data /data/cifar10        # holds cifar-10-batches-py
-    python benchmarks/reproduce_cifar.py --data /data/cifar100 --model wrn28_10
-    # smoke run
-    python benchmarks/reproduce_cifar.py --epochs 2 --seeds 0 --max-iters 5 --flatness-batches 1
 
-Finished runs are reused (their ``results.json`` is read, not retrained), so an
-interrupted benchmark continues where it stopped.  Accuracy is the test top-1 after the
-last epoch (not the best epoch: picking the best on the test set flatters every method).
+Every finished run leaves a record (``record.json`` in its run folder and a copy in
+``--ledger``, a folder meant to be kept under version control); records are reused, never
+retrained.  An interrupted run continues from its last epoch checkpoint (``--resume``), so a
+stop loses at most one epoch of one run.  Accuracy is the test top-1 after the last epoch
+(not the best epoch: picking the best on the test set flatters every method).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,13 +45,15 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from tasks.engine import config as config_lib  # noqa: E402
-from tasks.engine.io import save_figure, save_json, atomic_write  # noqa: E402
+from tasks.engine import task as task_registry  # noqa: E402
+from tasks.engine.checkpoint import load_model_weights  # noqa: E402
+from tasks.engine.io import atomic_write, save_figure, save_json  # noqa: E402
 from tools.flatness import draw_landscape_1d, measure_checkpoint  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10_subset"
 BASE_CONFIG = REPO / "configs" / "demo" / "cls_cifar10_subset_tiny.yaml"
 
-#: The sharpness-aware part of each row (the paper's CIFAR settings: rho 0.05, rho_min
+#: The sharpness-aware part of each method (the paper's CIFAR settings: rho 0.05, rho_min
 #: 0.05 -> 0 following the cosine LR).
 METHODS = {
     "sgd": ["SAM.METHOD", "none"],
@@ -57,29 +64,116 @@ METHODS = {
                  "SAM.REFERENCE_COMPAT", "true"],
 }
 LABELS = {"sgd": "SGD", "sam": "SAM", "bsam": "BSAM", "bsam_ref": "BSAM (reference-code mode)"}
+#: Time per epoch relative to SGD, for estimates before a run has measured its own
+#: (the README's measurements: 3 and 2 forward-backward passes, minus shared data loading).
+COST = {"sgd": 1.0, "sam": 1.9, "bsam": 2.75, "bsam_ref": 2.6}
+#: Equal-compute rows: a method trained for this many times the epochs matches BSAM's cost.
+EQUAL_COMPUTE = {"sgd": 3.0, "sam": 1.5}
 
-#: Model and length: a CPU-sized run on the subset, the paper's on full CIFAR.
+
+@dataclass
+class Preset:
+    model: str
+    epochs: int
+    workers: int
+    per_class: int = 0  # DATASET.TRAIN_PER_CLASS (0 = the whole training split)
+    amp: str = "none"
+    noise: float = 0.2
+    noise_seeds: list[int] | None = None  # None: the clean seeds
+    noise_methods: tuple[str, ...] = ("sgd", "sam", "bsam", "bsam_ref")
+    compute_seeds: list[int] = field(default_factory=list)  # equal-compute rows (none: skip)
+    eval_every: int = 0  # epochs between test evaluations (0: only at the end)
+    epoch_seconds: float = 20.0  # a guess of one SGD epoch, until a run has measured it
+    check_fp32: bool = False  # one SGD run without bf16, to check that bf16 changes nothing
+
+
 PRESETS = {
-    "cpu": {"model": "cifar_resnet20", "epochs": 10, "workers": 2},
-    "paper": {"model": "cifar_resnet18", "epochs": 200, "workers": 4},
+    "converged": Preset(model="cifar_resnet20", epochs=60, workers=0, per_class=250, amp="bf16",
+                        noise=0.4, noise_seeds=[0], noise_methods=("sgd", "sam", "bsam"),
+                        compute_seeds=[0], eval_every=2, epoch_seconds=7.0, check_fp32=True),
+    "cpu": Preset(model="cifar_resnet20", epochs=10, workers=2, epoch_seconds=17.3),
+    "paper": Preset(model="cifar_resnet18", epochs=200, workers=4, epoch_seconds=15.0),
 }
 
 
-def recipe_opts(data: Path, model: str, num_classes: int, epochs: int, workers: int,
-                max_iters: int) -> list[str]:
+@dataclass
+class Job:
+    """One training run: a method at a budget (x the preset's epochs), a noise rate, a seed."""
+    method: str
+    mult: float
+    noise: float
+    seed: int
+    amp: str
+
+    @property
+    def row(self) -> str:
+        """The table row this run belongs to (seeds are averaged within a row)."""
+        budget = "" if self.mult == 1 else f"_x{self.mult:g}"
+        precision = "" if self.amp == "default" else f"_{self.amp}"
+        return f"{self.method}{budget}{precision}_noise{round(self.noise * 100)}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.row}_seed{self.seed}"
+
+    def label(self, epochs: int) -> str:
+        text = LABELS[self.method]
+        if self.mult != 1:
+            text += f", {round(epochs * self.mult)} epochs (BSAM's compute)"
+        if self.amp != "default":
+            text += f", {self.amp} check"
+        return text
+
+
+def plan_jobs(preset: Preset, args) -> list[Job]:
+    """Every run, most informative first: seed 0 of each method, the noisy runs, the
+    equal-compute runs, then the other seeds (a partial benchmark is already a comparison)."""
+    seeds, methods = args.seeds, args.methods
+    noise_seeds = args.noise_seeds if args.noise_seeds is not None else (preset.noise_seeds or seeds)
+    compute_seeds = args.compute_seeds if args.compute_seeds is not None else preset.compute_seeds
+    jobs = [Job(m, 1, 0.0, seeds[0], "default") for m in methods]
+    if args.noise > 0:
+        jobs += [Job(m, 1, args.noise, s, "default") for s in noise_seeds for m in methods
+                 if m in preset.noise_methods]
+    jobs += [Job(m, EQUAL_COMPUTE[m], 0.0, s, "default") for s in compute_seeds[:1] for m in EQUAL_COMPUTE
+             if m in methods]
+    jobs += [Job(m, 1, 0.0, s, "default") for s in seeds[1:] for m in methods]
+    jobs += [Job(m, EQUAL_COMPUTE[m], 0.0, s, "default") for s in compute_seeds[1:] for m in EQUAL_COMPUTE
+             if m in methods]
+    if preset.check_fp32 and preset.amp == "bf16" and "sgd" in methods:
+        jobs.append(Job("sgd", 1, 0.0, seeds[0], "fp32"))
+    unique = {}
+    for job in jobs:
+        unique.setdefault(job.name, job)
+    return list(unique.values())
+
+
+def recipe_opts(data: Path, preset: Preset, num_classes: int, epochs: int, max_iters: int) -> list[str]:
     """The paper's CIFAR recipe, spelled out in full so no default of the base config leaks in."""
     return [
         "DATASET.ROOT", short(data), "DATASET.FORMAT", "auto", "DATASET.AUGMENT", "cifar",
-        "DATASET.IMAGE_SIZE", "32", "DATASET.CUTOUT", "16",
-        "MODEL.NAME", model, "MODEL.NUM_CLASSES", str(num_classes), "MODEL.PRETRAINED", "",
+        "DATASET.IMAGE_SIZE", "32", "DATASET.CUTOUT", "16", "DATASET.TRAIN_PER_CLASS", str(preset.per_class),
+        "MODEL.NAME", preset.model, "MODEL.NUM_CLASSES", str(num_classes), "MODEL.PRETRAINED", "",
         "LOSS.LABEL_SMOOTHING", "0.1",
         "TRAIN.BATCH_SIZE_PER_GPU", "128", "TRAIN.END_EPOCH", str(epochs),
         "TRAIN.MAX_ITERS_PER_EPOCH", str(max_iters), "TRAIN.OPTIMIZER", "sgd", "TRAIN.LR", "0.05",
         "TRAIN.LR_SCHEDULER", "cosine", "TRAIN.LR_END", "0.0", "TRAIN.WARMUP_EPOCHS", "0.0",
         "TRAIN.MOMENTUM", "0.9", "TRAIN.NESTEROV", "false", "TRAIN.WD", "0.001",
-        "TRAIN.EVAL_EVERY", str(epochs),  # test once, at the end: epoch times stay training times
-        "TEST.BATCH_SIZE_PER_GPU", "500", "WORKERS", str(workers),
+        # test once at the end, or every few epochs for the accuracy-vs-time curves
+        "TRAIN.EVAL_EVERY", str(min(preset.eval_every or epochs, epochs)),
+        "TEST.BATCH_SIZE_PER_GPU", "500", "WORKERS", str(preset.workers), "AMP", preset.amp,
     ]
+
+
+def job_opts(job: Job, preset: Preset, epochs: int) -> list[str]:
+    """What one run adds to the recipe (the table's row and the seed)."""
+    opts = [*METHODS[job.method], "DATASET.LABEL_NOISE", str(job.noise)]
+    if job.mult != 1:
+        longer = round(epochs * job.mult)
+        opts += ["TRAIN.END_EPOCH", str(longer), "TRAIN.EVAL_EVERY", str(preset.eval_every or longer)]
+    if job.amp == "fp32":
+        opts += ["AMP", "none"]
+    return [*opts, "SEED", str(job.seed), "NAME", job.name]
 
 
 def short(path: Path) -> str:
@@ -101,57 +195,113 @@ def count_classes(data: Path) -> int:
     return 10
 
 
-def run_prefix(method: str, noise: float) -> str:
-    return f"{method}_noise{round(noise * 100)}_seed"
-
-
-def train_command(cfg: Path, opts: list[str]) -> list[str]:
-    return [sys.executable, "tools/train.py", "--cfg", short(cfg), "--opts", *opts]
-
-
 def _quoted(words: list[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def script_preamble(recipe: list[str], flatness_args: list[str]) -> list[str]:
-    """Shell arrays for what every row shares, so each row's command shows only its own keys."""
-    return [f"RECIPE=({_quoted(recipe)})", f"FLATNESS=({_quoted(flatness_args)})"]
+def train_command(cfg: Path, opts: list[str], resume: bool = False) -> list[str]:
+    return [sys.executable, "tools/train.py", "--cfg", short(cfg), *(["--resume"] if resume else []),
+            "--opts", *opts]
 
 
-def row_command(cfg: Path, row_opts: list[str], seeds: list[int], name: str, run_root: Path,
-                measure: bool) -> str:
-    """A shell loop over the seeds of one table cell: train, then (clean runs) measure.
-
-    The command is ``"${RECIPE[@]}"`` + ``row_opts`` + the seed's ``SEED``/``NAME``."""
-    per_seed = f'"${{RECIPE[@]}}" {_quoted(row_opts)} SEED $s NAME {name}$s'
-    text = f"python tools/train.py --cfg {shlex.quote(short(cfg))} --opts {per_seed}"
-    if measure:
-        run_dir = short(run_root / "classification") + f"/{name}$s"
-        text += (f" && python tools/flatness.py --cfg {shlex.quote(short(cfg))} --checkpoint "
-                 f'{run_dir}/checkpoint_last.pth "${{FLATNESS[@]}}" --out {run_dir}/flatness --opts {per_seed}')
-    seeds_text = " ".join(str(s) for s in seeds)
-    return f"for s in {seeds_text}; do {text}; done"
+def shown_command(cfg: Path, opts: list[str]) -> str:
+    """A run's command as the README shows it: the shared recipe is ``"${RECIPE[@]}"``."""
+    return f'python tools/train.py --cfg {shlex.quote(short(cfg))} --opts "${{RECIPE[@]}}" {_quoted(opts)}'
 
 
-def train(cfg: Path, opts: list[str], run_dir: Path, log_path: Path, epochs: int) -> dict:
-    """Train one run (or reuse a finished one) and return its ``results.json``."""
+# -- one run ---------------------------------------------------------------------------------------
+def train(cfg: Path, opts: list[str], run_dir: Path, log_path: Path, threads: int) -> tuple[dict, float]:
+    """Train one run, continuing its checkpoint if an earlier attempt was interrupted.
+    Returns its ``results.json`` and the CPU seconds of the whole run (on one thread this is
+    the compute time whatever else shares the machine; wall time is not).  A resumed run's
+    earlier attempts are counted at this attempt's CPU seconds per epoch."""
     results_path = run_dir / "results.json"
-    if results_path.is_file():
-        results = json.loads(results_path.read_text())
-        if results.get("epochs") == epochs:
-            print(f"  reusing {run_dir}")
-            return results
+    resume = (run_dir / "checkpoint_last.pth").is_file() and not results_path.is_file()
+    first_epoch = torch.load(run_dir / "checkpoint_last.pth", weights_only=True)["epoch"] if resume else 0
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(train_command(cfg, opts), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(log_path, "a") as log:
+        proc = subprocess.run(train_command(cfg, opts, resume), cwd=REPO, stdout=log,
+                              stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
         sys.exit(f"training failed (exit {proc.returncode}); log {log_path}:\n{tail}")
-    print(f"  trained in {time.perf_counter() - start:.0f} s")
-    return json.loads(results_path.read_text())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    results = json.loads(results_path.read_text())
+    return results, cpu * results["epochs"] / max(results["epochs"] - first_epoch, 1)
 
 
+@torch.no_grad()
+def train_set_accuracy(cfg_path: Path, opts: list[str], checkpoint: Path) -> dict:
+    """Top-1 (%) on the training images without augmentation, model in eval mode: against the
+    labels it was trained on and against the clean labels (they differ under label noise)."""
+    cfg = config_lib.load(cfg_path, opts)
+    clean_cfg = config_lib.load(cfg_path, [*opts, "DATASET.LABEL_NOISE", "0.0"])
+    task = task_registry.get(cfg.TASK)(cfg)
+    model = task.build_model()
+    load_model_weights(model, checkpoint)
+    model.eval()
+    train_set, test_set = task.build_datasets()
+    clean_targets = torch.tensor(task_registry.get(cfg.TASK)(clean_cfg).build_datasets()[0].targets)
+    train_set.transform = test_set.transform
+    loader = torch.utils.data.DataLoader(train_set, batch_size=500, shuffle=False, num_workers=0)
+    predictions = torch.cat([model(images).argmax(1) for images, _ in loader])
+    trained_on = torch.tensor(train_set.targets)
+    return {"train_acc": (predictions == trained_on).float().mean().item() * 100,
+            "train_acc_clean_labels": (predictions == clean_targets).float().mean().item() * 100}
+
+
+def test_curve(run_dir: Path) -> list[list[float]]:
+    """``[[training seconds so far, test top-1], ...]`` at each evaluated epoch."""
+    curve, seconds = [], 0.0
+    with open(run_dir / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            seconds += float(row["train_seconds"])
+            if row.get("val_top1"):
+                curve.append([seconds, float(row["val_top1"])])
+    return curve
+
+
+def measure_run(job: Job, cfg: Path, opts: list[str], run_dir: Path, results: dict, cpu_seconds: float,
+                args) -> dict:
+    """The record of a finished run: what the tables and the figure need."""
+    record = {"name": job.name, "row": job.row, "method": job.method, "mult": job.mult,
+              "noise": job.noise, "seed": job.seed, "amp": job.amp, "opts": opts,
+              "epochs": results["epochs"], "acc": results["final"]["val_top1"],
+              "wall_seconds": results["train_seconds"], "cpu_seconds": cpu_seconds,
+              "epoch_seconds": results["train_seconds"] / max(results["epochs"], 1),
+              "curve": test_curve(run_dir)}
+    record.update(train_set_accuracy(cfg, opts, run_dir / "checkpoint_last.pth"))
+    if job.noise == 0:
+        flat = measure_checkpoint(
+            config_lib.load(cfg, opts), run_dir / "checkpoint_last.pth", batches=args.flatness_batches,
+            topk=1, trace_samples=args.trace_samples, landscape="1d", steps=args.landscape_steps,
+            iters=args.lanczos_iters, seed=0)
+        record.update(top_eig=flat["eigenvalues"]["top"][0], trace=flat["trace"]["trace"],
+                      landscape_1d=flat["landscape_1d"])
+    return record
+
+
+# -- estimates -------------------------------------------------------------------------------------
+def estimate_seconds(job: Job, epochs: int, preset: Preset, done: list[dict]) -> float:
+    """Seconds one run will take: from finished runs where there are any, else the guesses."""
+    per_epoch = {m: statistics.fmean(r["cpu_seconds"] / r["epochs"] for r in done if r["method"] == m and r["amp"] == "default")
+                 for m in METHODS if any(r["method"] == m and r["amp"] == "default" for r in done)}
+    sgd = per_epoch.get("sgd", preset.epoch_seconds)
+    seconds = per_epoch.get(job.method, sgd * COST[job.method])
+    if job.amp == "fp32" and preset.amp == "bf16":
+        seconds *= 2.3  # bf16 measured 2.3x faster than fp32 for ResNet-20 on this CPU (AMX)
+    measure = 30.0 if job.noise == 0 else 5.0  # flatness / train-set accuracy after training
+    return seconds * epochs * job.mult + measure
+
+
+def hours(seconds: float) -> str:
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+# -- tables and figure -----------------------------------------------------------------------------
 def mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
@@ -162,80 +312,100 @@ def fmt(values: list[float], digits: int = 2) -> str:
     if not values:
         return "–"
     mean, std = mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+    return text + f" (n={len(values)})" if len(values) > 1 else text
 
 
-def summarise(runs: list[dict], methods: list[str], noise: float) -> list[dict]:
+def summarise(records: list[dict], jobs: list[Job], epochs: int) -> list[dict]:
+    """One row per (method, budget, noise, precision): the runs of all its seeds."""
+    sgd = [r["cpu_seconds"] for r in records if r["row"] == "sgd_noise0"]
     rows = []
-    sgd_epoch = [r["epoch_seconds"] for r in runs if r["method"] == "sgd" and r["noise"] == 0]
-    for m in methods:
-        clean = [r for r in runs if r["method"] == m and r["noise"] == 0]
-        noisy = [r for r in runs if r["method"] == m and r["noise"] > 0]
-        epoch = [r["epoch_seconds"] for r in clean]
+    for job in jobs:
+        if any(row["row"] == job.row for row in rows):
+            continue
+        runs = sorted((r for r in records if r["row"] == job.row), key=lambda r: r["seed"])
+        wall = [r["cpu_seconds"] for r in runs]
         rows.append({
-            "method": m,
-            "acc": [r["acc"] for r in clean],
-            "top_eig": [r["top_eig"] for r in clean if "top_eig" in r],
-            "trace": [r["trace"] for r in clean if "trace" in r],
-            "acc_noisy": [r["acc"] for r in noisy],
-            "noise": noise,
-            "epoch_seconds": statistics.fmean(epoch) if epoch else None,  # JSON has no NaN
-            "time_vs_sgd": (statistics.fmean(epoch) / statistics.fmean(sgd_epoch)
-                            if epoch and sgd_epoch else None),
+            "row": job.row, "label": job.label(epochs), "method": job.method, "mult": job.mult,
+            "noise": job.noise, "amp": job.amp, "seeds": [r["seed"] for r in runs],
+            "acc": [r["acc"] for r in runs], "train_acc": [r["train_acc"] for r in runs],
+            "train_acc_clean_labels": [r["train_acc_clean_labels"] for r in runs],
+            "top_eig": [r["top_eig"] for r in runs if "top_eig" in r],
+            "trace": [r["trace"] for r in runs if "trace" in r],
+            "time_vs_sgd": statistics.fmean(wall) / statistics.fmean(sgd) if wall and sgd else None,
         })
     return rows
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    noise_pct = round(meta["noise"] * 100)
+    subset = f"{meta['per_class']} training images per class of " if meta["per_class"] else ""
     lines = [
-        f"# CIFAR reproduction: {meta['model']} on `{meta['data']}`",
+        f"# CIFAR reproduction ({meta['preset']}): {meta['model']} on {subset}`{meta['data']}`",
         "",
         f"{meta['epochs']} epochs{' (capped at ' + str(meta['max_iters']) + ' it/epoch)' if meta['max_iters'] else ''}, "
-        f"seeds {meta['seeds']}, batch 128, SGD lr 0.05 cosine, momentum 0.9, wd 1e-3, "
-        f"label smoothing 0.1, rho 0.05, rho_min 0.05 -> 0; device {meta['device']}. "
-        f"Accuracy: test top-1 (%) after the last epoch, mean ± std over seeds. Flatness on "
-        f"{meta['flatness_batches']} training batches of 128 (BN in eval mode): top Hessian "
-        f"eigenvalue (Lanczos, {meta['lanczos_iters']} steps) and Hutchinson trace "
-        f"({meta['trace_samples']} samples). Time: the trainer's wall time per epoch (one "
-        f"final test pass included), clean runs, relative to SGD.",
+        f"batch 128, SGD lr 0.05 cosine to 0, momentum 0.9, wd 1e-3, label smoothing 0.1, crop + flip + "
+        f"cutout 16, rho 0.05, rho_min 0.05 -> 0; autocast {meta['amp']}; device {meta['device']}. "
+        f"Test: top-1 (%) after the last epoch, mean ± std over seeds (n = number of seeds). Train: "
+        f"top-1 (%) on the training images without augmentation, eval mode. Flatness on "
+        f"{meta['flatness_batches']} training batch(es) of 128 (BN in eval mode): top Hessian eigenvalue "
+        f"(Lanczos, {meta['lanczos_iters']} steps), Hutchinson trace ({meta['trace_samples']} samples). "
+        f"Time: CPU time of the training process (one thread) relative to SGD's ({meta['epochs']} epochs).",
         "",
-        f"| method | test acc (%) | top eigenvalue | Hessian trace | acc, {noise_pct}% label noise (%) | time/epoch vs SGD |",
+        "| method | test acc (%) | train acc (%) | top eigenvalue | Hessian trace | time vs SGD |",
         "|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        ratio = f"{r['time_vs_sgd']:.2f}x" if r["time_vs_sgd"] is not None else "–"
-        seconds = f" ({r['epoch_seconds']:.1f} s)" if r["epoch_seconds"] is not None else ""
-        lines.append(f"| {LABELS[r['method']]} | {fmt(r['acc'])} | {fmt(r['top_eig'])} | {fmt(r['trace'], 1)} | "
-                     f"{fmt(r['acc_noisy'])} | {ratio}{seconds} |")
-    lines += ["", "Commands behind the rows (bash, from the repository root):", "", "```bash",
+    ratio = lambda r: f"{r['time_vs_sgd']:.2f}x" if r["time_vs_sgd"] is not None else "–"  # noqa: E731
+    for r in (r for r in rows if r["noise"] == 0):
+        lines.append(f"| {r['label']} | {fmt(r['acc'])} | {fmt(r['train_acc'])} | {fmt(r['top_eig'])} | "
+                     f"{fmt(r['trace'], 1)} | {ratio(r)} |")
+    noisy = [r for r in rows if r["noise"] > 0]
+    if noisy:
+        pct = round(noisy[0]["noise"] * 100)
+        lines += ["", f"With {pct}% symmetric label noise on the training labels (test labels clean):", "",
+                  "| method | test acc (%) | train acc, noisy labels (memorisation) | train acc, their clean labels | time vs SGD |",
+                  "|---|---|---|---|---|"]
+        for r in noisy:
+            lines.append(f"| {r['label']} | {fmt(r['acc'])} | {fmt(r['train_acc'])} | "
+                         f"{fmt(r['train_acc_clean_labels'])} | {ratio(r)} |")
+    if meta.get("remaining"):
+        lines += ["", f"Not run yet: {', '.join(meta['remaining'])}."]
+    lines += ["", "Commands behind the runs (bash, from the repository root):", "", "```bash",
               *meta["commands"], "```"]
     return "\n".join(lines) + "\n"
 
 
-def figure(rows: list[dict], landscapes: dict[str, dict], noise: float) -> Figure:
-    fig = Figure(figsize=(10, 3.8), dpi=120)
+def figure(rows: list[dict], records: list[dict]) -> Figure:
+    """Test accuracy against training time (mean over seeds) and the 1-D landscapes."""
+    fig = Figure(figsize=(11, 4), dpi=110)
     ax = fig.add_subplot(1, 2, 1)
-    xs = range(len(rows))
-    width = 0.38
-    for offset, key, label in ((-width / 2, "acc", "clean"), (width / 2, "acc_noisy", f"{round(noise * 100)}% label noise")):
-        means = [mean_std(r[key])[0] for r in rows]
-        stds = [mean_std(r[key])[1] for r in rows]
-        ax.bar([x + offset for x in xs], means, width, yerr=stds, capsize=3, label=label)
-    ax.set_xticks(list(xs), [LABELS[r["method"]].replace(" (", "\n(") for r in rows], fontsize=8)
+    for row in rows:
+        curves = [r["curve"] for r in records if r["row"] == row["row"] and r["curve"]]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        scale = [r["cpu_seconds"] / r["wall_seconds"] for r in records if r["row"] == row["row"] and r["curve"]]
+        xs = [statistics.fmean(c[i][0] * k for c, k in zip(curves, scale)) / 60 for i in range(n)]
+        ys = [statistics.fmean(c[i][1] for c in curves) for i in range(n)]
+        style = "--" if row["noise"] > 0 else ("-." if row["mult"] != 1 else "-")
+        ax.plot(xs, ys, style, label=f"{row['label']}{' noisy' if row['noise'] else ''} (n={len(curves)})")
+    ax.set_xlabel("training time (CPU minutes, one thread)")
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title("accuracy (mean ± std over seeds)", fontsize=9)
-    finite = [mean_std(r[k])[0] for r in rows for k in ("acc", "acc_noisy") if r[k]]
-    if finite:
-        ax.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    draw_landscape_1d(fig.add_subplot(1, 2, 2), {LABELS[m]: land for m, land in landscapes.items()},
-                      title="training loss along a filter-normalised direction (first seed)")
+    ax.set_title("test accuracy against training time (mean over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    landscapes = {}
+    for row in rows:
+        first = next((r for r in records if r["row"] == row["row"] and "landscape_1d" in r), None)
+        if first and row["mult"] == 1 and row["amp"] == "default":
+            landscapes[row["label"]] = first["landscape_1d"]
+    if landscapes:
+        draw_landscape_1d(fig.add_subplot(1, 2, 2), landscapes,
+                          title="training loss along a filter-normalised direction (first seed)")
     fig.tight_layout()
     return fig
 
 
+# -- main ------------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,24 +413,33 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="CIFAR-10/100 folder (torchvision python format) or an ImageFolder; "
                         "default: the embedded subset")
     p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
-                   help="cpu (ResNet-20, 10 epochs) or paper (ResNet-18, 200 epochs); "
-                        "auto: cpu on the default subset, paper when --data is given")
+                   help="converged (ResNet-20, 250 img/class, 60 epochs, bf16), cpu (ResNet-20, "
+                        "10 epochs) or paper (ResNet-18, 200 epochs); auto: cpu on the default "
+                        "subset, paper when --data is given")
     p.add_argument("--model", help="MODEL.NAME (default: the preset's)")
     p.add_argument("--epochs", type=int, help="default: the preset's")
     p.add_argument("--max-iters", type=int, default=0, help="cap iterations per epoch (smoke runs)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    p.add_argument("--noise", type=float, default=0.2, help="label-noise rate of the noisy runs (0: skip them)")
-    p.add_argument("--noise-seeds", type=int, nargs="+", help="seeds of the noisy runs (default: --seeds)")
+    p.add_argument("--noise", type=float, help="label-noise rate of the noisy runs (0: skip them; "
+                   "default: the preset's)")
+    p.add_argument("--noise-seeds", type=int, nargs="+", help="seeds of the noisy runs (default: the preset's)")
+    p.add_argument("--compute-seeds", type=int, nargs="*",
+                   help="seeds of the equal-compute runs (SGD 3x, SAM 1.5x the epochs; default: the preset's)")
     p.add_argument("--cfg", type=Path, default=BASE_CONFIG, help="base config the recipe overrides "
                    "(default: configs/demo/cls_cifar10_subset_tiny.yaml; every recipe key is overridden)")
-    p.add_argument("--flatness-batches", type=int, default=2)
+    p.add_argument("--flatness-batches", type=int, default=1)
     p.add_argument("--lanczos-iters", type=int, default=20)
     p.add_argument("--trace-samples", type=int, default=20)
     p.add_argument("--landscape-steps", type=int, default=21)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per training run (default 1)")
     p.add_argument("--workers", type=int, help="data loader workers (default: the preset's)")
     p.add_argument("--out", type=Path, help="default: output/benchmarks/reproduce_cifar_<preset>")
-    p.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
+    p.add_argument("--ledger", type=Path, help="folder of finished-run records to reuse and add to "
+                   "(default: benchmarks/results/reproduce_cifar_<preset> for the converged preset, else none)")
+    p.add_argument("--dry-run", action="store_true", help="print every run's command and the estimated time, then stop")
+    p.add_argument("--report", action="store_true", help="train nothing: write the table and figure of the "
+                   "runs finished so far (the others are listed as not run yet)")
     return p.parse_args(argv)
 
 
@@ -271,78 +450,84 @@ def main(argv=None) -> int:
     args.out = args.out.resolve() if args.out else None
     os.chdir(REPO)
     preset_name = args.preset if args.preset != "auto" else (
-        "cpu" if args.data.resolve() == DEFAULT_DATA.resolve() else "paper")
-    preset = PRESETS[preset_name]
-    model = args.model or preset["model"]
-    epochs = args.epochs or preset["epochs"]
-    workers = preset["workers"] if args.workers is None else args.workers
+        "cpu" if args.data == DEFAULT_DATA.resolve() else "paper")
+    base = PRESETS[preset_name]
+    preset = Preset(**{**base.__dict__, "model": args.model or base.model,
+                       "workers": base.workers if args.workers is None else args.workers})
+    epochs = args.epochs or preset.epochs
+    args.noise = preset.noise if args.noise is None else args.noise
     out = (args.out or REPO / "output" / "benchmarks" / f"reproduce_cifar_{preset_name}").resolve()
+    ledger = args.ledger.resolve() if args.ledger else (
+        REPO / "benchmarks" / "results" / f"reproduce_cifar_{preset_name}" if preset_name == "converged"
+        and not args.max_iters and args.epochs is None else None)
     if not args.data.exists():
         sys.exit(f"error: data folder {args.data} not found; pass --data with the folder holding "
                  f"cifar-10-batches-py / cifar-100-python (or an ImageFolder with train/ and test/)")
-    data = args.data.resolve()
-    num_classes = count_classes(data)
-    noise_seeds = args.noise_seeds or args.seeds
-    base = recipe_opts(data, model, num_classes, epochs, workers, args.max_iters)
-
+    num_classes = count_classes(args.data)
     run_root = out / "runs"
-    flatness_args = ["--batches", str(args.flatness_batches), "--topk", "1", "--iters",
-                     str(args.lanczos_iters), "--trace-samples", str(args.trace_samples),
-                     "--landscape", "1d", "--steps", str(args.landscape_steps), "--seed", "0"]
-    recipe = [*base, "OUTPUT_DIR", short(run_root)]
-    commands = script_preamble(recipe, flatness_args)
-    jobs = []  # (method, noise, seed, name, opts)
-    for method in args.methods:
-        commands.append(f"# {LABELS[method]}")
-        groups = [(0.0, args.seeds)] + ([(args.noise, noise_seeds)] if args.noise > 0 else [])
-        for noise, seeds in groups:
-            row_opts = [*METHODS[method], "DATASET.LABEL_NOISE", str(noise)]
-            prefix = run_prefix(method, noise)
-            commands.append(row_command(args.cfg, row_opts, seeds, prefix, run_root, measure=noise == 0))
-            jobs += [(method, noise, seed, f"{prefix}{seed}",
-                      [*recipe, *row_opts, "SEED", str(seed), "NAME", f"{prefix}{seed}"])
-                     for seed in seeds]
-    if args.dry_run:
+    recipe = [*recipe_opts(args.data, preset, num_classes, epochs, args.max_iters), "OUTPUT_DIR", short(run_root)]
+    jobs = plan_jobs(preset, args)
+
+    def reusable(job: Job, opts: list[str]) -> dict | None:
+        """The record of a finished run with exactly these options, if there is one."""
+        places = [run_root / "classification" / job.name / "record.json"]
+        if ledger:
+            places.append(ledger / f"{job.name}.json")
+        for path in places:
+            if path.is_file():
+                record = json.loads(path.read_text())
+                if record.get("opts") == opts:
+                    return record
+        return None
+
+    planned = [(job, [*recipe, *job_opts(job, preset, epochs)]) for job in jobs]
+    records = [r for r in (reusable(job, opts) for job, opts in planned) if r]
+    todo = [(job, opts) for job, opts in planned if not any(r["name"] == job.name for r in records)]
+    commands = [f"RECIPE=({_quoted(recipe)})"] + [f"# {job.label(epochs)}, seed {job.seed}\n" + shown_command(args.cfg, job_opts(job, preset, epochs))
+                                                 for job in jobs]
+    remaining = sum(estimate_seconds(job, epochs, preset, records) for job, _ in todo)
+    print(f"{preset_name}: {len(jobs)} runs of {preset.model} ({num_classes} classes, {epochs} epochs), "
+          f"{len(records)} done, {len(todo)} to run, estimated {hours(remaining)} "
+          f"({args.threads} thread(s)) -> {out}")
+    if args.dry_run or args.report:
+        for job, opts in planned:
+            state = "done" if job not in [j for j, _ in todo] else hours(estimate_seconds(job, epochs, preset, records))
+            print(f"  {job.name:28s} {state}")
         print("\n".join(commands))
-        return 0
+        if args.dry_run:
+            return 0
+        todo_names, todo = [job.name for job, _ in todo], []
+    else:
+        todo_names = []
 
-    print(f"{len(jobs)} runs of {model} ({num_classes} classes, {epochs} epochs) -> {out}")
-    runs, landscapes = [], {}
-    for method, noise, seed, name, opts in jobs:
-        print(f"[{len(runs) + 1}/{len(jobs)}] {name}")
-        run_dir = run_root / "classification" / name
-        results = train(args.cfg, opts, run_dir, out / "logs" / f"{name}.log", epochs)
-        record = {"method": method, "noise": noise, "seed": seed, "run_dir": str(run_dir),
-                  "acc": results["final"]["val_top1"],
-                  "epoch_seconds": results["train_seconds"] / max(results["epochs"], 1)}
-        if noise == 0:
-            flat_path = run_dir / "flatness" / "flatness.json"
-            if flat_path.is_file():
-                flat = json.loads(flat_path.read_text())
-            else:
-                cfg = config_lib.load(args.cfg, opts)
-                flat = measure_checkpoint(
-                    cfg, run_dir / "checkpoint_last.pth", batches=args.flatness_batches, topk=1,
-                    trace_samples=args.trace_samples, landscape="1d", steps=args.landscape_steps,
-                    iters=args.lanczos_iters, seed=0)
-                save_json(flat, flat_path)
-            record.update(top_eig=flat["eigenvalues"]["top"][0], trace=flat["trace"]["trace"])
-            landscapes.setdefault(method, flat["landscape_1d"])
-            print(f"  acc {record['acc']:.2f}  top eig {record['top_eig']:.4g}  trace {record['trace']:.4g}")
-        else:
-            print(f"  acc {record['acc']:.2f} (label noise {noise})")
-        runs.append(record)
+    for job, opts in todo:
+        remaining = sum(estimate_seconds(j, epochs, preset, records) for j, _ in todo[todo.index((job, opts)):])
+        print(f"[{len(records) + 1}/{len(jobs)}] {job.name}: {len(todo) - todo.index((job, opts))} runs "
+              f"remain, about {hours(remaining)}", flush=True)
+        run_dir = run_root / "classification" / job.name
+        results, cpu_seconds = train(args.cfg, opts, run_dir, out / "logs" / f"{job.name}.log", args.threads)
+        torch.set_num_threads(args.threads)
+        record = measure_run(job, args.cfg, opts, run_dir, results, cpu_seconds, args)
+        save_json(record, run_dir / "record.json")
+        if ledger:
+            save_json(record, ledger / f"{job.name}.json")
+        records.append(record)
+        flat = f"  top eig {record['top_eig']:.4g}  trace {record['trace']:.4g}" if "top_eig" in record else ""
+        print(f"  test {record['acc']:.2f}  train {record['train_acc']:.2f}{flat}  "
+              f"({record['wall_seconds']:.0f} s)", flush=True)
 
-    rows = summarise(runs, args.methods, args.noise)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    meta = {"model": model, "data": str(data), "epochs": epochs, "max_iters": args.max_iters,
-            "seeds": args.seeds, "noise_seeds": noise_seeds, "noise": args.noise, "device": device,
+    rows = summarise(records, jobs, epochs)
+    meta = {"preset": preset_name, "model": preset.model, "data": short(args.data), "epochs": epochs,
+            "per_class": preset.per_class, "amp": preset.amp, "max_iters": args.max_iters,
+            "seeds": args.seeds, "noise": args.noise,
+            "device": "cuda" if torch.cuda.is_available() else f"cpu, {args.threads} thread(s)",
             "flatness_batches": args.flatness_batches, "lanczos_iters": args.lanczos_iters,
-            "trace_samples": args.trace_samples, "commands": commands}
+            "trace_samples": args.trace_samples, "commands": commands,
+            "remaining": todo_names}
     text = markdown(rows, meta)
     atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(text))
-    save_json({"meta": meta, "rows": rows, "runs": runs}, out / "results.json")
-    save_figure(figure(rows, landscapes, args.noise), out / "reproduce_cifar.png")
+    save_json({"meta": meta, "rows": rows, "runs": records}, out / "results.json")
+    save_figure(figure(rows, records), out / "reproduce_cifar.png")
     print()
     print(text)
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'reproduce_cifar.png'}")

@@ -9,6 +9,10 @@ Formats (``DATASET.FORMAT``):
   Missing files are an error telling where to put the archive; nothing downloads.
 * ``auto`` (default): CIFAR if ROOT holds (or is) one of those folders, else imagefolder.
 
+Training subset (``DATASET.TRAIN_PER_CLASS``, 0 = all): the first N training images of
+each class in the split's own order (sorted file names; CIFAR's file order), so that a
+small run sees the same images whatever its seed.  It is applied before label noise.
+
 Label noise (``DATASET.LABEL_NOISE``, robustness studies): symmetric noise at rate r in
 [0, 1).  Exactly round(r * N) training samples, chosen at random, get a label drawn
 uniformly from the *other* classes, so r is the fraction of wrong labels (not r * (K-1)/K
@@ -60,6 +64,17 @@ def symmetric_label_noise(targets, num_classes: int, rate: float, seed: int) -> 
     return noisy.tolist(), flipped
 
 
+def first_per_class(targets, per_class: int) -> list[int]:
+    """Indices of the first ``per_class`` samples of each class, in dataset order."""
+    seen: dict[int, int] = {}
+    kept = []
+    for index, label in enumerate(targets):
+        if seen.get(label, 0) < per_class:
+            seen[label] = seen.get(label, 0) + 1
+            kept.append(index)
+    return kept
+
+
 def build_image_datasets(cfg) -> tuple[LabelledImages, LabelledImages]:
     """``(train, test)`` datasets with transforms, label noise and a NUM_CLASSES check."""
     d = cfg.DATASET
@@ -88,6 +103,8 @@ def build_image_datasets(cfg) -> tuple[LabelledImages, LabelledImages]:
             f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {where} has "
             f"{len(train.classes)} classes; set MODEL.NUM_CLASSES: {len(train.classes)}"
         )
+    if d.TRAIN_PER_CLASS:
+        train.keep(first_per_class(train.targets, d.TRAIN_PER_CLASS))
     if d.LABEL_NOISE:
         train.targets, flipped = symmetric_label_noise(
             train.targets, len(train.classes), d.LABEL_NOISE, d.LABEL_NOISE_SEED

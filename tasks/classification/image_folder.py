@@ -49,6 +49,14 @@ class LabelledImages(Dataset):
     def image(self, index: int) -> np.ndarray:
         raise NotImplementedError
 
+    def keep(self, indices: Sequence[int]) -> None:
+        """Keep only the samples at ``indices`` (a training subset)."""
+        self.targets = [self.targets[i] for i in indices]
+        self._keep(list(indices))
+
+    def _keep(self, indices: list[int]) -> None:
+        raise NotImplementedError
+
     def __getitem__(self, index: int):
         image = self.image(index)
         if self.transform is not None:
@@ -65,6 +73,9 @@ class ArrayImages(LabelledImages):
 
     def image(self, index: int) -> np.ndarray:
         return self.images[index]
+
+    def _keep(self, indices: list[int]) -> None:
+        self.images = self.images[indices]
 
 
 class ImageFolder(LabelledImages):
@@ -113,3 +124,6 @@ class ImageFolder(LabelledImages):
 
     def image(self, index: int) -> np.ndarray:
         return read_rgb(self.paths[index])
+
+    def _keep(self, indices: list[int]) -> None:
+        self.paths = [self.paths[i] for i in indices]

@@ -6,7 +6,7 @@ Config keys it adds (everything else is in ``tasks.engine.defaults``):
   cifar | transfer | none, ``IMAGE_SIZE``, ``CUTOUT`` (square side, 0 = off),
   ``CROP_SCALE_MIN`` and ``TEST_CROP_RATIO`` (transfer recipe), ``MEAN``/``STD``
   ([] = the statistics of the data set / recipe), ``LABEL_NOISE`` and
-  ``LABEL_NOISE_SEED`` (see ``data.py``);
+  ``LABEL_NOISE_SEED``, ``TRAIN_PER_CLASS`` (a training subset; see ``data.py``);
 * ``MODEL.FREEZE_BACKBONE``: train the classifier only (BatchNorm statistics of the
   frozen backbone still adapt to the new data in training mode);
 * ``TRAIN.BACKBONE_LR_MULT``: the backbone learns at LR x this factor;
@@ -56,6 +56,7 @@ class ClassificationTask(Task):
             "STD": [],
             "LABEL_NOISE": 0.0,
             "LABEL_NOISE_SEED": 0,
+            "TRAIN_PER_CLASS": 0,
         },
         "MODEL": {"NAME": "cifar_resnet18", "NUM_CLASSES": 10, "FREEZE_BACKBONE": False},
         "LOSS": {"LABEL_SMOOTHING": 0.0},
@@ -74,6 +75,7 @@ class ClassificationTask(Task):
             "[] (automatic) or three positive numbers",
         ),
         "DATASET.LABEL_NOISE": (_in_unit_interval, "a number in [0, 1)"),
+        "DATASET.TRAIN_PER_CLASS": (lambda v: v >= 0, "an integer >= 0 (0 = every training image)"),
         "MODEL.NAME": available_models(),
         "MODEL.NUM_CLASSES": (lambda v: v >= 1, "an integer >= 1"),
         "LOSS.LABEL_SMOOTHING": (_in_unit_interval, "a number in [0, 1)"),
