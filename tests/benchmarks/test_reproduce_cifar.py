@@ -1,0 +1,72 @@
+"""The converged reproduction preset end to end at smoke size: every row of its table is
+trained (2 iterations), measured and reported, and --dry-run lists every run's command."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "reproduce_cifar.py"
+
+
+@pytest.fixture(scope="module")
+def cifar_like(tmp_path_factory) -> Path:
+    """A 3-class ImageFolder of 32x32 images (class = dominant colour)."""
+    root = tmp_path_factory.mktemp("cifar_like")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 3)):
+        for channel, name in enumerate(("red", "green", "blue")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                img = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
+                img[..., channel] = 200
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--preset", "converged", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def test_dry_run_lists_every_run_and_the_time():
+    proc = run("--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "18 runs" in out and "estimated" in out
+    for name in ("sgd_noise0_seed2", "bsam_ref_noise0_seed1", "sgd_x3_noise0_seed0", "sam_x1.5_noise0_seed0",
+                 "bsam_noise40_seed0", "sgd_fp32_noise0_seed0"):
+        assert name in out
+    assert out.count("python tools/train.py") == 18
+    assert "DATASET.TRAIN_PER_CLASS 250" in out and "AMP bf16" in out and "TRAIN.END_EPOCH 180" in out
+
+
+def test_smoke_every_row(cifar_like, tmp_path):
+    out = tmp_path / "bench"
+    proc = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0",
+               "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["row"]: r for r in results["rows"]}
+    assert set(rows) == {"sgd_noise0", "sam_noise0", "bsam_noise0", "bsam_ref_noise0", "sgd_noise40",
+                         "sam_noise40", "bsam_noise40", "sgd_x3_noise0", "sam_x1.5_noise0", "sgd_fp32_noise0"}
+    for row in rows.values():
+        assert len(row["acc"]) == 1 and 0 <= row["train_acc"][0] <= 100
+        assert (len(row["top_eig"]) == 1) == (row["noise"] == 0)
+    # the equal-compute rows trained 3x and 1.5x (rounded) the epochs
+    epochs = {r["name"]: r["epochs"] for r in results["runs"]}
+    assert epochs["sgd_x3_noise0_seed0"] == 3 and epochs["sam_x1.5_noise0_seed0"] == 2
+    assert (out / "reproduce_cifar.png").stat().st_size > 10_000
+    assert "memorisation" in (out / "results.md").read_text()
+    # finished runs are reused, not retrained
+    again = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0",
+                "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--out", str(out),
+                "--report")
+    assert again.returncode == 0 and "10 done, 0 to run" in again.stdout
