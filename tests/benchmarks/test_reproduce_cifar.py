@@ -45,7 +45,7 @@ def test_dry_run_lists_every_run_and_the_time():
                  "bsam_noise40_seed0", "sgd_fp32_noise0_seed0"):
         assert name in out
     assert out.count("python tools/train.py") == 18
-    assert "DATASET.TRAIN_PER_CLASS 250" in out and "AMP bf16" in out and "TRAIN.END_EPOCH 180" in out
+    assert "DATASET.TRAIN_PER_CLASS 100" in out and "AMP bf16" in out and "TRAIN.END_EPOCH 450" in out
 
 
 def test_smoke_every_row(cifar_like, tmp_path):
