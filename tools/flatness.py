@@ -202,26 +202,33 @@ def landscape_1d_figure(comparison: dict) -> Figure:
     return fig
 
 
-def contour_levels(grids, count: int = 15, ceiling: float = LEVEL_CEILING) -> tuple[np.ndarray, str]:
+def contour_levels(grids, ceiling: float = LEVEL_CEILING, step: float = 1.4,
+                   count: int = 15) -> tuple[np.ndarray, str]:
     """Contour levels shared by the 2-D landscapes ``grids``, and a note saying how they were
     chosen (printed on the picture).
 
-    Log-spaced from the lowest loss on the grids to ``ceiling`` times it (or the highest
-    loss, if lower): the basin around a minimum spans a factor of a few in loss while the
-    edges of a plane often reach thousands of times it, so linear levels up to the edges
-    paint the whole basin one colour.  A loss that is not positive somewhere falls back to
-    linear levels over the whole range.
+    Log-spaced (at least ``count``, each at most ``step`` times the last) from the lowest loss
+    on the grids to ``ceiling`` times the highest of the grids' own minima, or the highest
+    loss if lower: a basin spans a factor of a few in loss while the edges of a plane often
+    reach thousands of times it, so linear levels up to the edges paint the whole basin one
+    colour; and every model's basin, also the one with the highest minimum, gets levels.
+    A loss that is not positive somewhere falls back to linear levels over the whole range.
     """
-    values = np.concatenate([np.asarray(g, dtype=float).ravel() for g in grids])
-    low, high = float(values.min()), float(values.max())
+    grids = [np.asarray(g, dtype=float) for g in grids]
+    low = min(float(g.min()) for g in grids)
+    high = max(float(g.max()) for g in grids)
     if low > 0:
-        top = max(min(high, ceiling * low), low * 1.001)
-        note = f"{count} contour levels, log-spaced from the lowest loss ({low:.3g}) to {top / low:.3g}x it"
-        if high > top:
-            note += "; higher loss in grey"
+        top = max(min(high, ceiling * max(float(g.min()) for g in grids)), low * 1.001)
+        count = max(count, int(np.ceil(np.log(top / low) / np.log(step))) + 1)
+        if top < high:
+            note = (f"{count} log-spaced contour levels from {low:.3g} (lowest loss) to {top:.3g} "
+                    f"({ceiling:g}x the {'highest model minimum' if len(grids) > 1 else 'lowest loss'}); "
+                    "grey: higher")
+        else:
+            note = f"{count} log-spaced contour levels from {low:.3g} (lowest loss) to {top:.3g} (highest)"
         return np.geomspace(low, top, count), note
     top = high if high > low else low + 1.0
-    return np.linspace(low, top, count), f"{count} contour levels, linear over the whole range"
+    return np.linspace(low, top, count), f"{count} linear contour levels from {low:.3g} to {top:.3g}"
 
 
 def landscape_2d_figure(comparison: dict) -> Figure:
@@ -231,7 +238,7 @@ def landscape_2d_figure(comparison: dict) -> Figure:
     levels, note = contour_levels(grids)
     cmap = colormaps["viridis"].with_extremes(over="0.85")
     norm = BoundaryNorm(levels, cmap.N, extend="max")
-    fig = Figure(figsize=(0.6 + 3.4 * len(entries), 4.3), dpi=120, layout="constrained")
+    fig = Figure(figsize=(max(6.0, 0.8 + 3.4 * len(entries)), 4.6), dpi=120, layout="constrained")
     axes = fig.subplots(1, len(entries), squeeze=False, sharex=True, sharey=True)[0]
     for ax, entry, grid in zip(axes, entries, grids):
         land = entry["landscape_2d"]
@@ -239,20 +246,23 @@ def landscape_2d_figure(comparison: dict) -> Figure:
         filled = ax.contourf(a, b, grid, levels=levels, cmap=cmap, norm=norm, extend="max")
         ax.contour(a, b, grid, levels=levels, colors="k", linewidths=0.4, alpha=0.5)
         i, j = np.unravel_index(np.argmin(grid), grid.shape)
+        ax.plot([a[i, j]], [b[i, j]], "*", color="red", markeredgecolor="white", markersize=13,
+                label="lowest loss on the grid")
         ax.plot([0.0], [0.0], "+", color="white", markersize=11, markeredgewidth=1.6,
                 label="trained weights")
-        ax.plot([a[i, j]], [b[i, j]], "*", color="red", markeredgecolor="white", markersize=12,
-                label=f"lowest loss {grid[i, j]:.3g}")
         ax.set_aspect("equal")
-        ax.set_title(f"{entry['label']}: loss {entry['loss']:.3g} at the weights", fontsize=9)
+        ax.set_title(f"{entry['label']}\nloss {entry['loss']:.3g} at the weights, "
+                     f"lowest {grid[i, j]:.3g}", fontsize=9)
         ax.set_xlabel("direction 1 (x filter norm)")
-        ax.legend(fontsize=7, loc="upper right", framealpha=0.7)
     axes[0].set_ylabel("direction 2 (x filter norm)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8,
+               facecolor="0.6")
     bar = fig.colorbar(filled, ax=list(axes), shrink=0.9, label="loss")
-    bar.set_ticks(levels[::2])
+    bar.set_ticks(levels[:: max(1, len(levels) // 8)])
+    bar.ax.yaxis.set_major_formatter("{x:.3g}")
     bar.ax.tick_params(labelsize=7)
     fig.suptitle(f"loss on a plane of two filter-normalised random directions\n"
-                 f"{measured_on(comparison)}; {note}", fontsize=9)
+                 f"{measured_on(comparison)}\n{note}", fontsize=9)
     return fig
 
 
@@ -280,7 +290,7 @@ def spectrum_figure(comparison: dict) -> Figure:
     log_scale = pooled.min() > 0 and pooled.max() > 10 * pooled.min()
     if log_scale:
         ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     ax.set_xlabel("rank")
     ax.set_ylabel("Hessian eigenvalue")
     ax.grid(alpha=0.3)
@@ -295,7 +305,7 @@ def spectrum_figure(comparison: dict) -> Figure:
             hist.hist(top, bins=bins, histtype="step", linewidth=1.5, color=colour, label=entry["label"])
         if log_scale:
             hist.set_xscale("log")
-        hist.yaxis.set_major_locator(MaxNLocator(integer=True))
+        hist.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
         hist.set_xlabel("Hessian eigenvalue")
         hist.set_ylabel(f"how many of the top {k}")
         hist.grid(alpha=0.3)

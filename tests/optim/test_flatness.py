@@ -229,3 +229,18 @@ def test_measure_is_deterministic_for_a_seed_and_rejects_bad_arguments():
         hessian.top_eigenvalues(model, _cross_entropy, [])
     with pytest.raises(ValueError, match="method"):
         hessian.top_eigenvalues(model, _cross_entropy, batches, method="qr")
+    with pytest.raises(ValueError, match="span"):
+        flatness.measure(model, _cross_entropy, batches, span=0.0)
+
+
+def test_both_landscapes_share_their_first_direction_and_span():
+    """With one seed the 1-D direction is the 2-D plane's first axis: the 1-D landscape is
+    the plane's centre column, point for point (so 1-D and 2-D pictures agree)."""
+    model, batches = _bn_model_and_batches()
+    result = flatness.measure(model, _cross_entropy, batches, topk=0, trace_samples=0,
+                              landscape="both", steps=5, span=0.5, seed=3)
+    line, plane = result["landscape_1d"], result["landscape_2d"]
+    assert line["alphas"] == plane["alphas"] == [-0.5, -0.25, 0.0, 0.25, 0.5]
+    np.testing.assert_allclose(line["loss"], np.asarray(plane["loss"])[:, 2], rtol=1e-6)
+    assert np.ptp(line["loss"]) > 1e-3  # the direction really moves the loss
+    assert "eigenvalues" not in result and "trace" not in result
