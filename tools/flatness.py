@@ -123,7 +123,9 @@ def compare_checkpoints(cfgs_and_ckpts, labels=None, *, batches: int = 4,
     task = task_registry.get(first.TASK)(first)
     data = sample_batches(task, split, batches, size, seed, dev)
     entries = []
-    for (cfg, checkpoint), label in zip(pairs, labels):
+    for n, ((cfg, checkpoint), label) in enumerate(zip(pairs, labels), 1):
+        if len(pairs) > 1:
+            print(f"[{n}/{len(pairs)}] measuring {label} ({checkpoint})", file=sys.stderr)
         task = task_registry.get(cfg.TASK)(cfg)
         model = load_model(task, checkpoint, dev)
         result = flatness.measure(model, task_loss(task), data, topk=topk,
