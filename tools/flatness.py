@@ -273,12 +273,28 @@ def format_trace(trace: dict) -> str:
     return f"{trace['trace']:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
 
 
+def eigenvalue_axis(values: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Axis scale and 15 shared histogram bins for eigenvalues: when a few large ones dominate
+    (the usual spectrum), log-like (``log`` if all are positive, else ``asinh``, which keeps
+    the negative tail) so the bulk near zero is not one bar; linear otherwise."""
+    low, high = float(values.min()), float(values.max())
+    magnitudes = np.abs(values)
+    if high == low or magnitudes.max() <= 10 * np.median(magnitudes):
+        return {"value": "linear"}, np.linspace(low, high if high > low else low + 1.0, 16)
+    if low > 0:
+        return {"value": "log"}, np.geomspace(low, high, 16)
+    width = float(magnitudes.max()) / 30
+    return ({"value": "asinh", "linear_width": width},
+            width * np.sinh(np.linspace(np.arcsinh(low / width), np.arcsinh(high / width), 16)))
+
+
 def spectrum_figure(comparison: dict) -> Figure:
     """The top eigenvalues against their rank, and (for ten or more) their distribution per
     model on shared bins: the paper's picture of how sharp each minimum is."""
     entries = _entries_with(comparison, "eigenvalues")
     tops = [np.asarray(e["eigenvalues"]["top"], dtype=float) for e in entries]
     k = max(len(t) for t in tops)
+    scale, bins = eigenvalue_axis(np.concatenate(tops))
     with_density = k >= 10
     fig = Figure(figsize=(10.5 if with_density else 5.6, 4.0), dpi=120)
     ax = fig.add_subplot(1, 2 if with_density else 1, 1)
@@ -288,27 +304,24 @@ def spectrum_figure(comparison: dict) -> Figure:
             legend += f", trace {format_trace(entry['trace'])}"
         ax.plot(range(1, len(top) + 1), top, marker="o", markersize=3, color=_colour(comparison, entry),
                 label=legend)
-    pooled = np.concatenate(tops)
-    log_scale = pooled.min() > 0 and pooled.max() > 10 * pooled.min()
-    if log_scale:
-        ax.set_yscale("log")
+    ax.set_yscale(**scale)
+    ax.yaxis.set_major_formatter("{x:.3g}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    ax.set_xlim(0.5, k + 0.5)
     ax.set_xlabel("rank")
-    ax.set_ylabel("Hessian eigenvalue")
+    ax.set_ylabel(f"Hessian eigenvalue ({scale['value']} scale)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     if with_density:
         hist = fig.add_subplot(1, 2, 2)
-        bins = (np.geomspace(pooled.min(), pooled.max(), 16) if log_scale
-                else np.linspace(pooled.min(), pooled.max(), 16))
         for entry, top in zip(entries, tops):
             colour = _colour(comparison, entry)
             hist.hist(top, bins=bins, histtype="stepfilled", alpha=0.25, color=colour)
             hist.hist(top, bins=bins, histtype="step", linewidth=1.5, color=colour, label=entry["label"])
-        if log_scale:
-            hist.set_xscale("log")
+        hist.set_xscale(**scale)
+        hist.xaxis.set_major_formatter("{x:.3g}")
         hist.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
-        hist.set_xlabel("Hessian eigenvalue")
+        hist.set_xlabel(f"Hessian eigenvalue ({scale['value']} scale)")
         hist.set_ylabel(f"how many of the top {k}")
         hist.grid(alpha=0.3)
         hist.legend(fontsize=8)
