@@ -182,11 +182,11 @@ def test_comparison_measures_every_checkpoint_as_its_own_single_run(classificati
     assert [e["checkpoint"] for e in entries] == list(map(str, checkpoints))
     assert comparison["num_batches"] == 2 and comparison["batch_size"] == 4 and comparison["seed"] == 5
     assert len({e["loss"] for e in entries}) == 3  # three different models, three different numbers
-    for checkpoint, entry in zip(checkpoints, entries):
-        out = tmp_path / "single" / entry["label"]
-        assert flatness_tool.main(["--cfg", str(cfg_path), "--checkpoint", str(checkpoint),
-                                   *options, "--out", str(out)]) == 0
-        single = json.loads((out / "flatness.json").read_text())
+    cfg = config.load(cfg_path)
+    for checkpoint, entry in zip(checkpoints, entries):  # what the tool runs for one checkpoint
+        single = flatness_tool.measure_checkpoint(
+            cfg, checkpoint, batches=2, batch_size=4, topk=2, iters=3, trace_samples=2,
+            landscape="both", steps=3, seed=5)
         assert "entries" not in single and single["label"] == entry["label"]
         for key in MEASURED:
             _assert_same_numbers(entry[key], single[key])
