@@ -223,14 +223,13 @@ def contour_levels(grids, ceiling: float = LEVEL_CEILING, step: float = 1.4,
         top = max(min(high, ceiling * max(float(g.min()) for g in grids)), low * 1.001)
         count = max(count, int(np.ceil(np.log(top / low) / np.log(step))) + 1)
         if top < high:
-            note = (f"{count} log-spaced contour levels from {low:.3g} (lowest loss) to {top:.3g} "
-                    f"({ceiling:g}x the {'highest model minimum' if len(grids) > 1 else 'lowest loss'}); "
-                    "grey: higher")
+            note = (f"{count} log-spaced levels from {low:.3g} (lowest loss) to {top:.3g} "
+                    f"({ceiling:g}x {'the highest model minimum' if len(grids) > 1 else 'it'}); grey above")
         else:
-            note = f"{count} log-spaced contour levels from {low:.3g} (lowest loss) to {top:.3g} (highest)"
+            note = f"{count} log-spaced levels from {low:.3g} (lowest loss) to {top:.3g} (highest)"
         return np.geomspace(low, top, count), note
     top = high if high > low else low + 1.0
-    return np.linspace(low, top, count), f"{count} linear contour levels from {low:.3g} to {top:.3g}"
+    return np.linspace(low, top, count), f"{count} linear levels from {low:.3g} to {top:.3g}"
 
 
 def landscape_2d_figure(comparison: dict) -> Figure:
@@ -240,7 +239,7 @@ def landscape_2d_figure(comparison: dict) -> Figure:
     levels, note = contour_levels(grids)
     cmap = colormaps["viridis"].with_extremes(over="0.85")
     norm = BoundaryNorm(levels, cmap.N, extend="max")
-    fig = Figure(figsize=(max(6.0, 0.8 + 3.4 * len(entries)), 4.6), dpi=120, layout="constrained")
+    fig = Figure(figsize=(max(6.4, 0.8 + 3.4 * len(entries)), 4.6), dpi=120, layout="constrained")
     axes = fig.subplots(1, len(entries), squeeze=False, sharex=True, sharey=True)[0]
     for ax, entry, grid in zip(axes, entries, grids):
         land = entry["landscape_2d"]
