@@ -1,5 +1,6 @@
 """tools/flatness.py end to end: a checkpoint written by the trainer, measured through the
-task's own loss, for a classification and a pose model; and its one-line errors."""
+task's own loss, for a classification and a pose model; several checkpoints compared on the
+same batches and directions; the pictures; and its one-line errors."""
 from __future__ import annotations
 
 import json
@@ -26,12 +27,13 @@ def _write_cfg(path: Path, data: dict) -> Path:
     return path
 
 
-def _make_checkpoint(cfg_path: Path, folder: Path) -> Path:
+def _make_checkpoint(cfg_path: Path, folder: Path, seed: int = 0) -> Path:
     """A checkpoint in the trainer's format (``checkpoint.save``), of the model the config
-    builds, with its BN running statistics moved off their initial values."""
+    builds (initialised with ``seed``), with its BN running statistics moved off their
+    initial values."""
     cfg = config.load(cfg_path)
     task = task_registry.get(cfg.TASK)(cfg)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = task.build_model()
     with torch.no_grad():
         for name, buf in model.named_buffers():
@@ -142,3 +144,133 @@ def test_pose_checkpoint_through_task_loss(tmp_path, shared_data):
     losses = result["landscape_1d"]["loss"]
     assert losses[1] == pytest.approx(result["loss"], rel=1e-5) and result["loss"] > 0
     assert (out / "flatness_landscape_1d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- several checkpoints compared ------------------------------------------------------------
+MEASURED = ("loss", "grad_norm", "eigenvalues", "trace", "landscape_1d", "landscape_2d")
+
+
+def _assert_same_numbers(a, b):
+    """Equal structure, floats equal to rounding (one process, one thread: in practice bit
+    for bit)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_same_numbers(a[key], b[key])
+    elif isinstance(a, list):
+        np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-6)
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-6)
+    else:
+        assert a == b
+
+
+def test_comparison_measures_every_checkpoint_as_its_own_single_run(classification_run, tmp_path):
+    """Three checkpoints in one call: one entry each, with the numbers a single-checkpoint
+    run with the same seed gives (same batches, same Lanczos start, Hutchinson probes and
+    landscape directions), and one set of pictures in their common folder."""
+    cfg_path, _ = classification_run
+    checkpoints = [_make_checkpoint(cfg_path, tmp_path / "runs" / name, seed=i)
+                   for i, name in enumerate(("sgd0", "sam0", "bsam0"))]
+    options = ["--batches", "2", "--batch-size", "4", "--topk", "2", "--iters", "3",
+               "--trace-samples", "2", "--landscape", "both", "--steps", "3", "--seed", "5"]
+    assert flatness_tool.main(["--cfg", str(cfg_path), "--checkpoint", *map(str, checkpoints),
+                               *options]) == 0
+    comparison = json.loads((tmp_path / "runs" / "flatness_comparison" / "flatness.json").read_text())
+    entries = comparison["entries"]
+    assert [e["label"] for e in entries] == ["sgd0", "sam0", "bsam0"]  # run folders by default
+    assert [e["checkpoint"] for e in entries] == list(map(str, checkpoints))
+    assert comparison["num_batches"] == 2 and comparison["batch_size"] == 4 and comparison["seed"] == 5
+    assert len({e["loss"] for e in entries}) == 3  # three different models, three different numbers
+    cfg = config.load(cfg_path)
+    for checkpoint, entry in zip(checkpoints, entries):  # what the tool runs for one checkpoint
+        single = flatness_tool.measure_checkpoint(
+            cfg, checkpoint, batches=2, batch_size=4, topk=2, iters=3, trace_samples=2,
+            landscape="both", steps=3, seed=5)
+        assert "entries" not in single and single["label"] == entry["label"]
+        for key in MEASURED:
+            _assert_same_numbers(entry[key], single[key])
+    for name in ("flatness_spectrum.png", "flatness_landscape_1d.png", "flatness_landscape_2d.png"):
+        assert (tmp_path / "runs" / "flatness_comparison" / name).stat().st_size > 20_000
+
+
+def _trained_mlp(seed: int, steps: int):
+    """A tiny MLP (>50 parameters) fitted for ``steps`` Adam steps on a fixed 3-class problem,
+    and its batches: a sharp-walled basin whose loss grows many-fold within one filter norm."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.Tanh(), torch.nn.Linear(12, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, [(x[:32], y[:32]), (x[32:], y[32:])]
+
+
+def _cross_entropy(model, batch):
+    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+
+@pytest.fixture(scope="module")
+def mlp_comparison():
+    """Two MLP minima measured as the tool does (top-50, both landscapes), in its JSON shape."""
+    from optim import flatness
+    entries = []
+    for label, steps in (("short", 30), ("long", 300)):
+        model, batches = _trained_mlp(seed=1, steps=steps)
+        result = flatness.measure(model, _cross_entropy, batches, topk=50, iters=50, trace_samples=4,
+                                  landscape="both", steps=9, seed=0)
+        entries.append({"label": label, "checkpoint": f"{label}.pth", **result})
+    return {"task": "mlp", "split": "train", "batch_size": 32, "num_batches": 2, "seed": 0,
+            "span": 1.0, "entries": entries}
+
+
+def test_2d_contour_levels_crowd_around_the_minimum(mlp_comparison):
+    from matplotlib.contour import ContourSet
+    grids = [e["landscape_2d"]["loss"] for e in mlp_comparison["entries"]]
+    low, high = min(np.min(g) for g in grids), max(np.max(g) for g in grids)
+    assert high > 20 * low  # the edges are far above the basin: linear levels would miss it
+    assert np.sum(np.linspace(low, high, 15) <= 2 * low) <= 1
+    levels, note = flatness_tool.contour_levels(grids)
+    assert np.sum(levels <= 2 * low) > 1 and levels[0] == pytest.approx(low)
+    assert "log-spaced" in note and "grey" in note
+    fig = flatness_tool.landscape_2d_figure(mlp_comparison)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title().splitlines()[0] for ax in panels] == ["short", "long"]
+    drawn = [c for ax in panels for c in ax.collections if isinstance(c, ContourSet)]
+    assert len(drawn) == 4  # filled and lines, per panel, all on the shared levels
+    for contours in drawn:
+        np.testing.assert_allclose(contours.levels, levels)
+    title = fig.get_suptitle()
+    assert "train split" in title and "2 batches of 32" in title and "seed 0" in title and note in title
+    assert "x filter norm" in panels[0].get_xlabel()
+
+
+def test_spectrum_has_integer_ranks_and_one_distribution_per_model(mlp_comparison, tmp_path):
+    fig = flatness_tool.spectrum_figure(mlp_comparison)
+    ranks, density = fig.axes
+    ticks = [t for t in ranks.get_xticks() if 1 <= t <= 50]
+    assert len(ticks) >= 3 and all(float(t).is_integer() for t in ticks)
+    assert len(ranks.get_lines()) == 2 and all(len(line.get_xdata()) == 50 for line in ranks.get_lines())
+    assert [t.get_text() for t in density.get_legend().get_texts()] == ["short", "long"]
+    assert "top-50" in fig.get_suptitle() and "seed 0" in fig.get_suptitle()
+    written = flatness_tool.draw_comparison(mlp_comparison, tmp_path)
+    assert [p.name for p in written] == ["flatness_spectrum.png", "flatness_landscape_1d.png",
+                                         "flatness_landscape_2d.png"]
+    assert all(p.stat().st_size > 20_000 for p in written)  # drawn, not blank
+
+
+def test_comparison_bad_input_is_a_user_error(classification_run, tmp_path):
+    cfg_path, checkpoint = classification_run
+    with pytest.raises(UserError, match="--labels gives 1 name"):
+        flatness_tool.main(["--cfg", str(cfg_path), "--checkpoint", str(checkpoint), str(checkpoint),
+                            "--labels", "SGD"])
+    cfg = config.load(cfg_path)
+    other = config.load(cfg_path, ["DATASET.IMAGE_SIZE", "16"])
+    with pytest.raises(UserError, match="TASK/DATASET differ"):
+        flatness_tool.compare_checkpoints([(cfg, checkpoint), (other, checkpoint)], ["a", "b"])
+    with pytest.raises(UserError, match="one distinct label"):
+        flatness_tool.compare_checkpoints([(cfg, checkpoint), (cfg, checkpoint)], ["a", "a"])

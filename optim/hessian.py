@@ -1,12 +1,11 @@
-"""How flat is a minimum?  Hessian spectrum, Hessian trace and loss landscapes of a model.
+"""Curvature of a trained model's loss: Hessian-vector products, top eigenvalues, trace.
 
-BSAM's claim is that it finds flatter minima than SGD and SAM; these are the instruments
-that check it on any task.  Everything takes a ``model``, a ``loss_fn(model, batch) ->
-scalar tensor`` and a list of batches (already on the model's device).  The measured
-quantity is the loss averaged over those batches, with the model in eval mode, so that
-batch-norm uses its running statistics and dropout is off: the loss is then one fixed,
-deterministic function of the weights, which Lanczos and Hutchinson need (a stochastic
-operator would make the Krylov basis meaningless).
+These measure the sharpness that SAM and BSAM aim to lower.  Everything takes a ``model``, a
+``loss_fn(model, batch) -> scalar tensor`` and a list of batches (already on the model's
+device).  The measured quantity is the loss averaged over those batches, with the model in
+eval mode, so that batch-norm uses its running statistics and dropout is off: the loss is
+then one fixed, deterministic function of the weights, which Lanczos and Hutchinson need
+(a stochastic operator would make the Krylov basis meaningless).
 
 Curvature comes from Hessian-vector products by double backward (Pearlmutter's trick):
 ``H v = d/dw (dL/dw . v)``, which costs about two backward passes and never forms ``H``.
@@ -14,13 +13,10 @@ Curvature comes from Hessian-vector products by double backward (Pearlmutter's t
 * :func:`top_eigenvalues` -- Lanczos with full re-orthogonalisation (largest algebraic
   eigenvalues), or power iteration with deflation (largest in magnitude, as PyHessian does).
 * :func:`hutchinson_trace` -- ``tr(H) = E[v^T H v]`` for Rademacher ``v``.
-* :func:`filter_normalized_direction`, :func:`loss_landscape_1d`, :func:`loss_landscape_2d`
-  -- Li et al. (2018), "Visualizing the Loss Landscape of Neural Nets": random Gaussian
-  directions rescaled filter by filter to the norm of the weights they perturb, so that
-  the landscapes of differently scaled networks are comparable.
 
-Every public function leaves the model exactly as it found it (weights, buffers and
-train/eval flags), see :func:`measurement_mode`.
+Loss surfaces around the weights are in :mod:`optim.landscape`; both at once, as one
+report, in :mod:`optim.flatness`.  Every public function leaves the model exactly as it
+found it (weights, buffers and train/eval flags), see :func:`measurement_mode`.
 """
 from __future__ import annotations
 
@@ -71,7 +67,8 @@ def measurement_mode(model: nn.Module):
             module.training = training
 
 
-def _as_batches(batches: Iterable) -> list:
+def as_batches(batches: Iterable) -> list:
+    """The batches as a list (they are passed over many times); none is an error."""
     batches = list(batches)
     if not batches:
         raise ValueError("flatness measurement needs at least one batch")
@@ -214,7 +211,7 @@ def top_eigenvalues(model: nn.Module, loss_fn: LossFn, batches: Iterable, k: int
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    batches = _as_batches(batches)
+    batches = as_batches(batches)
     generator = torch.Generator().manual_seed(seed)
     with measurement_mode(model):
         matvec, params, dim = _hvp_operator(model, loss_fn, batches)
@@ -240,7 +237,7 @@ def hutchinson_trace(model: nn.Module, loss_fn: LossFn, batches: Iterable, sampl
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    batches = _as_batches(batches)
+    batches = as_batches(batches)
     generator = torch.Generator().manual_seed(seed)
     with measurement_mode(model):
         matvec, params, dim = _hvp_operator(model, loss_fn, batches)
@@ -251,123 +248,3 @@ def hutchinson_trace(model: nn.Module, loss_fn: LossFn, batches: Iterable, sampl
     draws = np.asarray(draws)
     stderr = float(draws.std(ddof=1) / math.sqrt(samples)) if samples > 1 else None  # JSON has no NaN
     return {"trace": float(draws.mean()), "stderr": stderr, "samples": samples}
-
-
-# -- loss landscapes ---------------------------------------------------------------------------
-def filter_normalized_direction(model: nn.Module, seed: int = 0,
-                                ignore_1d: bool = True) -> list[torch.Tensor]:
-    """A Gaussian direction, one tensor per trainable parameter, each filter (slice along the
-    output dimension) rescaled to the norm of the same filter of the weights.
-
-    As in Li et al. (2018), 1-D parameters (biases, BN scales and shifts) get a zero
-    direction by default; with ``ignore_1d=False`` they are rescaled as a whole.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    direction = []
-    for p in trainable_parameters(model):
-        w = p.detach()
-        d = torch.randn(w.shape, generator=generator, dtype=torch.float64).to(w)
-        if w.dim() <= 1:
-            d = torch.zeros_like(w) if ignore_1d else d * (w.norm() / (d.norm() + 1e-10))
-        else:
-            w_norms = w.reshape(w.shape[0], -1).norm(dim=1)
-            d_norms = d.reshape(d.shape[0], -1).norm(dim=1)
-            scale = (w_norms / (d_norms + 1e-10)).reshape(-1, *([1] * (w.dim() - 1)))
-            d = d * scale
-        direction.append(d)
-    return direction
-
-
-def _losses_on_grid(model: nn.Module, loss_fn: LossFn, batches: Sequence,
-                    directions: Sequence[Sequence[torch.Tensor]],
-                    coordinates: Iterable[Sequence[float]]) -> list[float]:
-    """Loss at ``w0 + sum_i c_i d_i`` for each coordinate tuple ``c`` (``w0``: current weights).
-
-    Each point is set from the saved ``w0`` (never by accumulating steps), so rounding does
-    not drift along the grid.
-    """
-    params = trainable_parameters(model)
-    origin = [p.detach().clone() for p in params]
-    losses = []
-    with torch.no_grad():
-        for coords in coordinates:
-            for i, p in enumerate(params):
-                value = origin[i].clone()
-                for c, d in zip(coords, directions):
-                    value.add_(d[i], alpha=float(c))
-                p.copy_(value)
-            losses.append(mean_loss(model, loss_fn, batches))
-    return losses
-
-
-def loss_landscape_1d(model: nn.Module, loss_fn: LossFn, batches: Iterable,
-                      direction: Sequence[torch.Tensor] | None = None, steps: int = 21,
-                      span: tuple[float, float] = (-1.0, 1.0), seed: int = 0) -> dict:
-    """Loss along ``w0 + a d`` for ``steps`` values of ``a`` in ``span``.
-
-    ``d`` defaults to a filter-normalised random direction.  Returns ``{"alphas", "loss"}``.
-    """
-    if steps < 2:
-        raise ValueError(f"a landscape needs steps >= 2, got {steps}")
-    batches = _as_batches(batches)
-    with measurement_mode(model):
-        d = direction if direction is not None else filter_normalized_direction(model, seed)
-        alphas = np.linspace(span[0], span[1], steps)
-        losses = _losses_on_grid(model, loss_fn, batches, [d], ((a,) for a in alphas))
-    return {"alphas": alphas.tolist(), "loss": losses}
-
-
-def loss_landscape_2d(model: nn.Module, loss_fn: LossFn, batches: Iterable,
-                      directions: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None,
-                      steps: int = 11, span: tuple[float, float] = (-1.0, 1.0),
-                      seed: int = 0) -> dict:
-    """Loss on the ``steps x steps`` grid ``w0 + a d1 + b d2`` (two independent filter-
-    normalised directions by default).  ``loss[i][j]`` is at ``(alphas[i], betas[j])``."""
-    if steps < 2:
-        raise ValueError(f"a landscape needs steps >= 2, got {steps}")
-    batches = _as_batches(batches)
-    with measurement_mode(model):
-        if directions is None:
-            directions = (filter_normalized_direction(model, seed),
-                          filter_normalized_direction(model, seed + 1))
-        axis = np.linspace(span[0], span[1], steps)
-        flat = _losses_on_grid(model, loss_fn, batches, directions,
-                               ((a, b) for a in axis for b in axis))
-    grid = np.asarray(flat).reshape(steps, steps)
-    return {"alphas": axis.tolist(), "betas": axis.tolist(), "loss": grid.tolist()}
-
-
-# -- everything at once ----------------------------------------------------------------------
-def measure(model: nn.Module, loss_fn: LossFn, batches: Iterable, topk: int = 3,
-            trace_samples: int = 50, landscape: str = "1d", steps: int = 21,
-            method: str = "lanczos", iters: int | None = None, seed: int = 0) -> dict:
-    """All the numbers the flatness tool reports, as one JSON-ready dict.
-
-    ``topk=0`` / ``trace_samples=0`` / ``landscape="none"`` skip that measurement.
-    """
-    if landscape not in ("1d", "2d", "none"):
-        raise ValueError(f"landscape must be '1d', '2d' or 'none', got {landscape!r}")
-    batches = _as_batches(batches)
-    params = trainable_parameters(model)
-    with measurement_mode(model):
-        loss = mean_loss(model, loss_fn, batches)
-        grad_norm = float(gradient(model, loss_fn, batches).norm())
-    result: dict = {
-        "loss": loss,
-        "grad_norm": grad_norm,
-        "num_params": sum(p.numel() for p in params),
-        "num_batches": len(batches),
-        "seed": seed,
-    }
-    if topk > 0:
-        result["eigenvalues"] = {
-            "method": method,
-            "top": top_eigenvalues(model, loss_fn, batches, topk, method, iters, seed),
-        }
-    if trace_samples > 0:
-        result["trace"] = hutchinson_trace(model, loss_fn, batches, trace_samples, seed)
-    if landscape == "1d":
-        result["landscape_1d"] = loss_landscape_1d(model, loss_fn, batches, steps=steps, seed=seed)
-    elif landscape == "2d":
-        result["landscape_2d"] = loss_landscape_2d(model, loss_fn, batches, steps=steps, seed=seed)
-    return result

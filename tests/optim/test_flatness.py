@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.engine import flatness
+from optim import flatness, hessian, landscape
 
 
 class Quadratic(nn.Module):
@@ -62,7 +62,7 @@ def test_hvp_of_quadratic_is_mean_hessian_times_vector():
     h, batches = quadratic_problem(gapped_spectrum())
     model = Quadratic(6, 10)
     v = torch.randn(60 + 6, generator=torch.Generator().manual_seed(1))
-    hv = flatness.hessian_vector_product(model, quadratic_loss, batches, v)
+    hv = hessian.hessian_vector_product(model, quadratic_loss, batches, v)
     expected = np.concatenate([h @ v[:60].numpy(), np.zeros(6)])  # the bias has no curvature
     np.testing.assert_allclose(hv.numpy(), expected, rtol=1e-4, atol=1e-4)
 
@@ -76,19 +76,19 @@ def test_hvp_matches_finite_differences_of_gradient():
         x, y = batch
         return nn.functional.cross_entropy(m(x), y)
 
-    params = flatness.trainable_parameters(model)
+    params = hessian.trainable_parameters(model)
     dim = sum(p.numel() for p in params)
     v = torch.randn(dim, dtype=torch.float64)
-    hv = flatness.hessian_vector_product(model, loss_fn, batches, v)
+    hv = hessian.hessian_vector_product(model, loss_fn, batches, v)
 
     eps = 1e-5
-    origin = flatness.flatten([p.detach().clone() for p in params])
+    origin = hessian.flatten([p.detach().clone() for p in params])
 
     def grad_at(w):
         with torch.no_grad():
-            for p, piece in zip(params, flatness.unflatten(w, params)):
+            for p, piece in zip(params, hessian.unflatten(w, params)):
                 p.copy_(piece)
-        return flatness.gradient(model, loss_fn, batches)
+        return hessian.gradient(model, loss_fn, batches)
 
     fd = (grad_at(origin + eps * v) - grad_at(origin - eps * v)) / (2 * eps)
     np.testing.assert_allclose(hv.numpy(), fd.numpy(), rtol=1e-6, atol=1e-8)
@@ -101,7 +101,7 @@ def test_top3_eigenvalues_match_eigvalsh(method):
     h, batches = quadratic_problem(gapped_spectrum())
     expected = np.linalg.eigvalsh(h)[::-1][:3]
     model = Quadratic(6, 10)
-    top = flatness.top_eigenvalues(model, quadratic_loss, batches, k=3, method=method)
+    top = hessian.top_eigenvalues(model, quadratic_loss, batches, k=3, method=method)
     np.testing.assert_allclose(top, expected, rtol=1e-4)
 
 
@@ -109,7 +109,7 @@ def test_lanczos_finds_largest_algebraic_not_largest_magnitude():
     spectrum = np.concatenate([[-20.0, 4.0, 3.0, 2.0], np.linspace(-1.0, 1.0, 16)])
     h, batches = quadratic_problem(spectrum, seed=3)
     model = Quadratic(4, 5)
-    top = flatness.top_eigenvalues(model, quadratic_loss, batches, k=3)
+    top = hessian.top_eigenvalues(model, quadratic_loss, batches, k=3)
     np.testing.assert_allclose(top, np.linalg.eigvalsh(h)[::-1][:3], rtol=1e-4)
 
 
@@ -118,7 +118,7 @@ def test_hutchinson_trace_within_five_percent():
     spectrum = np.concatenate([[10.0, 7.0, 5.0], rng.uniform(0.5, 2.0, 57)])
     h, batches = quadratic_problem(spectrum, seed=5)
     model = Quadratic(6, 10)
-    result = flatness.hutchinson_trace(model, quadratic_loss, batches, samples=200, seed=1)
+    result = hessian.hutchinson_trace(model, quadratic_loss, batches, samples=200, seed=1)
     true_trace = float(np.trace(h))
     assert result["samples"] == 200
     assert abs(result["trace"] - true_trace) <= 0.05 * true_trace
@@ -138,8 +138,8 @@ def _quadratic_along(h, batches, model, directions, coords):
 def test_landscape_1d_of_quadratic_is_its_parabola():
     h, batches = quadratic_problem(gapped_spectrum())
     model = Quadratic(6, 10)
-    d = flatness.filter_normalized_direction(model, seed=3)
-    result = flatness.loss_landscape_1d(model, quadratic_loss, batches, direction=d, steps=9)
+    d = landscape.filter_normalized_direction(model, seed=3)
+    result = landscape.loss_landscape_1d(model, quadratic_loss, batches, direction=d, steps=9)
     expected = np.array([_quadratic_along(h, batches, model, [d], [a]) for a in result["alphas"]])
     np.testing.assert_allclose(result["loss"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     # and it is exactly a parabola: a degree-2 fit leaves nothing, its curvature is d^T H d
@@ -152,8 +152,8 @@ def test_landscape_1d_of_quadratic_is_its_parabola():
 def test_landscape_2d_of_quadratic_matches_closed_form():
     h, batches = quadratic_problem(gapped_spectrum())
     model = Quadratic(6, 10)
-    dirs = (flatness.filter_normalized_direction(model, 1), flatness.filter_normalized_direction(model, 2))
-    result = flatness.loss_landscape_2d(model, quadratic_loss, batches, directions=dirs, steps=5)
+    dirs = (landscape.filter_normalized_direction(model, 1), landscape.filter_normalized_direction(model, 2))
+    result = landscape.loss_landscape_2d(model, quadratic_loss, batches, directions=dirs, steps=5)
     grid = np.asarray(result["loss"])
     assert grid.shape == (5, 5)
     expected = np.array([[_quadratic_along(h, batches, model, dirs, [a, b]) for b in result["betas"]]
@@ -166,8 +166,8 @@ def test_landscape_2d_of_quadratic_matches_closed_form():
 def test_filter_normalized_direction_matches_filter_norms():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
     model(torch.randn(1, 3, 5, 5))
-    direction = flatness.filter_normalized_direction(model, seed=0)
-    for p, d in zip(flatness.trainable_parameters(model), direction):
+    direction = landscape.filter_normalized_direction(model, seed=0)
+    for p, d in zip(hessian.trainable_parameters(model), direction):
         assert d.shape == p.shape
         if p.dim() <= 1:
             assert torch.count_nonzero(d) == 0  # biases and BN parameters are left alone
@@ -175,7 +175,7 @@ def test_filter_normalized_direction_matches_filter_norms():
             w_norms = p.detach().reshape(p.shape[0], -1).norm(dim=1)
             d_norms = d.reshape(d.shape[0], -1).norm(dim=1)
             torch.testing.assert_close(d_norms, w_norms, rtol=1e-5, atol=1e-6)
-    other = flatness.filter_normalized_direction(model, seed=1)
+    other = landscape.filter_normalized_direction(model, seed=1)
     assert not torch.equal(direction[0], other[0])
 
 
@@ -226,6 +226,21 @@ def test_measure_is_deterministic_for_a_seed_and_rejects_bad_arguments():
     with pytest.raises(ValueError, match="landscape"):
         flatness.measure(model, _cross_entropy, batches, landscape="3d")
     with pytest.raises(ValueError, match="at least one batch"):
-        flatness.top_eigenvalues(model, _cross_entropy, [])
+        hessian.top_eigenvalues(model, _cross_entropy, [])
     with pytest.raises(ValueError, match="method"):
-        flatness.top_eigenvalues(model, _cross_entropy, batches, method="qr")
+        hessian.top_eigenvalues(model, _cross_entropy, batches, method="qr")
+    with pytest.raises(ValueError, match="span"):
+        flatness.measure(model, _cross_entropy, batches, span=0.0)
+
+
+def test_both_landscapes_share_their_first_direction_and_span():
+    """With one seed the 1-D direction is the 2-D plane's first axis: the 1-D landscape is
+    the plane's centre column, point for point (so 1-D and 2-D pictures agree)."""
+    model, batches = _bn_model_and_batches()
+    result = flatness.measure(model, _cross_entropy, batches, topk=0, trace_samples=0,
+                              landscape="both", steps=5, span=0.5, seed=3)
+    line, plane = result["landscape_1d"], result["landscape_2d"]
+    assert line["alphas"] == plane["alphas"] == [-0.5, -0.25, 0.0, 0.25, 0.5]
+    np.testing.assert_allclose(line["loss"], np.asarray(plane["loss"])[:, 2], rtol=1e-6)
+    assert np.ptp(line["loss"]) > 1e-3  # the direction really moves the loss
+    assert "eigenvalues" not in result and "trace" not in result
