@@ -6,7 +6,9 @@ For every run it trains through ``tools/train.py`` (a subprocess; the recipe as 
 overrides of a config), then measures the final weights: test top-1, top-1 on the training
 images (no augmentation, eval mode; against the training labels and, for noisy runs, also
 against their clean labels), and for clean runs the top Hessian eigenvalue, the Hutchinson
-trace and a 1-D loss landscape on a fixed sample of training batches.
+trace and a 1-D loss landscape on a fixed sample of training batches.  The first clean
+seed of each method is also compared side by side (``tools/flatness.py``'s comparison: the
+same batches and directions, top-50 Hessian spectra, 1-D and 2-D landscapes).
 
     # converged, CPU-sized (ResNet-20 on 100 images/class of the embedded subset, 150 epochs,
     # bf16; SGD ends above 95% train accuracy): the README's table, about 5 h on one core
@@ -47,8 +49,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from tasks.engine import config as config_lib  # noqa: E402
 from tasks.engine import task as task_registry  # noqa: E402
 from tasks.engine.checkpoint import load_model_weights  # noqa: E402
-from tasks.engine.io import atomic_write, save_figure, save_json  # noqa: E402
-from tools.flatness import draw_landscape_1d, measure_checkpoint  # noqa: E402
+from tasks.engine.io import atomic_write, save_figure, save_json, save_torch  # noqa: E402
+from tools.flatness import compare_checkpoints, draw_comparison, draw_landscape_1d, measure_checkpoint  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10_subset"
 BASE_CONFIG = REPO / "configs" / "demo" / "cls_cifar10_subset_tiny.yaml"
@@ -407,6 +409,50 @@ def figure(rows: list[dict], records: list[dict]) -> Figure:
     return fig
 
 
+# -- the side-by-side flatness comparison ----------------------------------------------------------
+def compared(jobs: list[Job]) -> list[Job]:
+    """The runs compared side by side: each method's first clean seed at the common budget."""
+    first = {}
+    for job in jobs:
+        if job.noise == 0 and job.mult == 1 and job.amp == "default":
+            first.setdefault(job.method, job)
+    return list(first.values())
+
+
+def keep_weights(run_dir: Path, path: Path) -> None:
+    """The final weights alone (about 1 MB for ResNet-20): what a later comparison needs
+    when the run folder is gone."""
+    state = torch.load(run_dir / "checkpoint_last.pth", weights_only=True)["model"]
+    save_torch(state, path)
+
+
+def flatness_comparison(jobs: list[Job], planned: dict[str, list[str]], weights: dict[str, Path],
+                        cfg: Path, out: Path, ledger: Path | None, args) -> dict | None:
+    """Measure the compared runs together once all their weights exist (kept in the ledger)."""
+    chosen = compared(jobs)
+    stored = ledger / "flatness_comparison.json" if ledger else None
+    names = [job.name for job in chosen]
+    if stored and stored.is_file():
+        comparison = json.loads(stored.read_text())
+        if [e["checkpoint_name"] for e in comparison["entries"]] == names:
+            draw_comparison(comparison, out / "flatness")
+            return comparison
+    if len(chosen) < 2 or not all(weights.get(n) and weights[n].is_file() for n in names):
+        return None
+    print(f"comparing the flatness of {', '.join(names)} (same batches and directions)", flush=True)
+    comparison = compare_checkpoints(
+        [(config_lib.load(cfg, planned[n]), weights[n]) for n in names], [job.label(0) for job in chosen],
+        batches=args.flatness_batches, topk=50, iters=max(args.lanczos_iters, 50),
+        trace_samples=args.trace_samples, landscape="both", steps=args.landscape_steps, seed=0)
+    for entry, name in zip(comparison["entries"], names):
+        entry["checkpoint_name"] = name
+    save_json(comparison, out / "flatness" / "flatness.json")
+    if stored:
+        save_json(comparison, stored)
+    draw_comparison(comparison, out / "flatness")
+    return comparison
+
+
 # -- main ------------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -513,11 +559,20 @@ def main(argv=None) -> int:
         save_json(record, run_dir / "record.json")
         if ledger:
             save_json(record, ledger / f"{job.name}.json")
+            if job in compared(jobs):
+                keep_weights(run_dir, ledger / f"{job.name}.pth")
         records.append(record)
         flat = f"  top eig {record['top_eig']:.4g}  trace {record['trace']:.4g}" if "top_eig" in record else ""
         print(f"  test {record['acc']:.2f}  train {record['train_acc']:.2f}{flat}  "
               f"({record['wall_seconds']:.0f} s)", flush=True)
 
+    weights = {}
+    for job in compared(jobs):
+        for path in (run_root / "classification" / job.name / "checkpoint_last.pth",
+                     *([ledger / f"{job.name}.pth"] if ledger else [])):
+            if path.is_file() and job.name not in todo_names:
+                weights.setdefault(job.name, path)
+    flatness_comparison(jobs, dict((j.name, o) for j, o in planned), weights, args.cfg, out, ledger, args)
     rows = summarise(records, jobs, epochs)
     meta = {"preset": preset_name, "model": preset.model, "data": short(args.data), "epochs": epochs,
             "per_class": preset.per_class, "amp": preset.amp, "max_iters": args.max_iters,

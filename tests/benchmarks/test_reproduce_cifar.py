@@ -65,6 +65,11 @@ def test_smoke_every_row(cifar_like, tmp_path):
     assert epochs["sgd_x3_noise0_seed0"] == 3 and epochs["sam_x1.5_noise0_seed0"] == 2
     assert (out / "reproduce_cifar.png").stat().st_size > 10_000
     assert "memorisation" in (out / "results.md").read_text()
+    # the first clean seed of each method, compared side by side on the same batches
+    comparison = json.loads((out / "flatness" / "flatness.json").read_text())
+    assert [e["checkpoint_name"] for e in comparison["entries"]] == [
+        "sgd_noise0_seed0", "sam_noise0_seed0", "bsam_noise0_seed0", "bsam_ref_noise0_seed0"]
+    assert len(list((out / "flatness").glob("*.png"))) >= 2
     # finished runs are reused, not retrained
     again = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0",
                 "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--out", str(out),
