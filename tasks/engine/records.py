@@ -81,6 +81,15 @@ class DiagnosticsMeter:
         return out
 
 
+def epoch_line(epoch: int, row: dict, detail_metrics: tuple = ()) -> str:
+    """The console's line for one epoch; NaN/inf are shown (as nan/inf), never dropped:
+    a diverging run must be visible."""
+    shown = " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                     if k != "epoch" and isinstance(v, float)
+                     and not k.removeprefix("val_").startswith(detail_metrics))
+    return f"epoch {epoch}: {shown}"
+
+
 def write_metrics_csv(history: list[dict], path: Path) -> None:
     """Rewrite the whole table (atomically) so a resumed run never duplicates rows."""
     columns = []

@@ -23,7 +23,8 @@ from .data import EpochSampler, make_loader, rng_state, seed_everything, set_rng
 from .errors import UserError
 from .guard import NonFiniteSteps
 from .io import save_json
-from .records import DiagnosticsMeter, TensorBoard, make_logger, plot_curves, write_metrics_csv
+from .records import (DiagnosticsMeter, TensorBoard, epoch_line, make_logger, plot_curves,
+                      write_metrics_csv)
 from .schedule import make_lr_factor
 from .task import get as get_task
 
@@ -289,10 +290,7 @@ class Trainer:
             self.tb.scalars("epoch", row, epoch)
             write_metrics_csv(self.history, self.run_dir / "metrics.csv")
             plot_curves(self.history, self.run_dir / "curves.png", self.task.main_metric)
-            shown = " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                             if k != "epoch" and isinstance(v, float)
-                             and not k.removeprefix("val_").startswith(self.task.detail_metrics))
-            self.log.info(f"epoch {epoch}: {shown}")
+            self.log.info(epoch_line(epoch, row, self.task.detail_metrics))
         dist.barrier()
 
     def _results(self, seconds: float) -> dict:
