@@ -58,6 +58,7 @@ class Trainer:
         else:
             torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
         self.run_dir = run_dir_of(cfg)
+        state = self._resume_point() if resume else None  # refused before anything is written
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         dist.barrier()
@@ -93,11 +94,11 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict = {}
         self.partial: dict = {}
-        self.tb = TensorBoard(self.run_dir if self.is_main else None)
         self._stop_signal = None
         self.nonfinite = NonFiniteSteps(cfg.TRAIN.MAX_NONFINITE_STEPS)
         if resume:
-            self._resume()
+            self._resume(state)
+        self.tb = TensorBoard(self.run_dir if self.is_main else None)
         if self.is_main:
             config_mod.save(cfg, self.run_dir / "config.yaml")
 
@@ -134,10 +135,15 @@ class Trainer:
         if self.is_main:
             checkpoint.save(self.run_dir / checkpoint.LAST, **self._state(epoch, iters_done))
 
-    def _resume(self) -> None:
+    def _resume_point(self) -> dict:
+        """The checkpoint to continue, once its config was compared with this one."""
         state = checkpoint.load(self.run_dir / checkpoint.LAST)
-        changes = resume_check.check_config(state.get("config"), self.cfg.to_dict(),
-                                            self.accept_config_change, self.run_dir / checkpoint.LAST)
+        self._config_changes = resume_check.check_config(
+            state.get("config"), self.cfg.to_dict(), self.accept_config_change,
+            self.run_dir / checkpoint.LAST)
+        return state
+
+    def _resume(self, state: dict) -> None:
         fresh = resume_check.group_hyperparameters(self.optimizer)
         try:
             self.model.load_state_dict(state["model"])
@@ -147,9 +153,9 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise UserError(f"{self.run_dir / checkpoint.LAST} does not fit this config "
                             f"({str(err).splitlines()[0][:160]})") from None
-        if changes:
+        if self._config_changes:
             resume_check.apply_hyperparameters(self.optimizer, self.scheduler, fresh)
-            self.log.warning(f"config changes accepted: {'; '.join(changes)}")
+            self.log.warning(f"config changes accepted: {'; '.join(self._config_changes)}")
         self.start_epoch, self.skip_iters = state["epoch"], state["iters_done"]
         self.global_step, self.history = state["global_step"], state["history"]
         self.best, self.partial = state["best"], state["partial"]
