@@ -297,7 +297,7 @@ _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
                list: "a list", dict: "a section (mapping)"}
 
 
-def _coerce(value: Any, default: Any, dotted: str, source: str) -> Any:
+def _coerce(value: Any, default: Any, dotted: str, source: str, nullable: bool = False) -> Any:
     """Check ``value`` against the default's type; ints widen to floats, tuples to lists."""
     if default is None:
         return value
@@ -313,7 +313,7 @@ def _coerce(value: Any, default: Any, dotted: str, source: str) -> Any:
         or (expected is dict and isinstance(value, dict))
     )
     if not ok:
-        want = _TYPE_NAMES.get(expected, expected.__name__)
+        want = _TYPE_NAMES.get(expected, expected.__name__) + (" (or null)" if nullable else "")
         raise ConfigError(f"{source}: {dotted}: expected {want}, got {value!r} "
                           f"({type(value).__name__})")
     if expected is float:
@@ -334,17 +334,20 @@ def _check_nullable(cfg: dict, nullable: dict, source: str) -> None:
             continue
         kinds = expected if isinstance(expected, tuple) else (expected,)
         value = node[parts[-1]]
-        for kind in kinds:
-            try:
-                node[parts[-1]] = _coerce(value, kind(), dotted, source)
-                break
-            except ConfigError:
-                if len(kinds) == 1:
-                    raise
-        else:
+        if len(kinds) == 1:
+            node[parts[-1]] = _coerce(value, kinds[0](), dotted, source, nullable=True)
+        elif not any(_coerce_quietly(value, kind(), dotted, source) for kind in kinds):
             names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
             raise ConfigError(f"{source}: {dotted}: expected {names} (or null), got {value!r} "
                               f"({type(value).__name__})")
+
+
+def _coerce_quietly(value, default, dotted, source) -> bool:
+    try:
+        _coerce(value, default, dotted, source)
+    except ConfigError:
+        return False
+    return True
 
 
 def _run_checks(cfg: dict, checks: dict, source: str) -> None:
