@@ -138,6 +138,19 @@ def _value(record, key) -> str:
     return f"{text} ({len(value)} items)" if isinstance(value, list) else text
 
 
+def clip_box(box, width: int, height: int):
+    """Clip ``x, y, w, h`` to the image (the reference's rule); ``None`` if nothing is left."""
+    x, y, w, h = (float(v) for v in box[:4])
+    if not all(np.isfinite([x, y, w, h])):
+        return None
+    x1, y1 = max(0.0, x), max(0.0, y)
+    x2 = min(width - 1.0, x1 + max(0.0, w - 1.0))
+    y2 = min(height - 1.0, y1 + max(0.0, h - 1.0))
+    if x1 >= width or y1 >= height or x + w <= 0 or y + h <= 0 or x2 <= x1 or y2 <= y1:
+        return None
+    return x1, y1, x2 - x1, y2 - y1
+
+
 class _ImageFiles:
     """Memoised existence check of image files (one ``stat`` per image)."""
 
