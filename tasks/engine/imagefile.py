@@ -67,7 +67,7 @@ def _header_size(data: np.ndarray, path):
     from PIL import Image
 
     try:
-        with _quiet(), Image.open(io.BytesIO(data.tobytes())) as image:
+        with _quiet(), Image.open(io.BytesIO(data)) as image:
             return image.size
     except Image.DecompressionBombError:
         raise UserError(_too_large(path, "more than Pillow's limit of")) from None
@@ -116,7 +116,7 @@ def _decode_with_pillow(data: np.ndarray, path) -> np.ndarray:
     from PIL import Image
 
     try:
-        with _quiet(), Image.open(io.BytesIO(data.tobytes())) as image:
+        with _quiet(), Image.open(io.BytesIO(data)) as image:
             if image.mode in ("F", "I", "I;16"):
                 return _to_8bit_bgr(np.asarray(image), path)
             return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
