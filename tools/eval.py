@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ import torch
 from tasks.engine import cli, config
 from tasks.engine.data import make_loader
 from tasks.engine.errors import UserError
-from tasks.engine.io import save_json
+from tasks.engine.io import check_output_path, json_text, save_json
 from tasks.engine.checkpoint import load_model_weights
 from tasks.engine.task import get as get_task
 from tasks.engine.trainer import pick_device, run_dir_of
@@ -36,6 +35,8 @@ def main() -> int:
     parser.add_argument("--image", help="pose: draw predictions on this image instead of evaluating")
     parser.add_argument("--boxes", help="pose: person boxes for --image, x,y,w,h[;...]")
     args = parser.parse_args()
+    if args.out:
+        check_output_path(args.out, "--out", folder=True)
     cfg = config.load(args.cfg, args.opts)
     cfg.MODEL.PRETRAINED = ""  # the checkpoint holds every weight: no need for the original file
     device = pick_device(cfg.DEVICE)
@@ -51,14 +52,14 @@ def main() -> int:
 
         out = out_dir / (Path(args.image).stem + "_pose.jpg")
         predict_image(model, cfg, args.image, parse_boxes(args.boxes), out)
-        print(json.dumps({"picture": str(out)}))
+        print(json_text({"picture": str(out)}))
         return 0
     _, val_set = task.build_datasets()
     loader = make_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, cfg.WORKERS, None, task.collate_fn())
     with torch.no_grad():
         metrics = task.evaluate(model, loader, out_dir)
     save_json({"checkpoint": str(args.checkpoint), "metrics": metrics}, out_dir / "results.json")
-    print(json.dumps(metrics))
+    print(json_text(metrics))
     return 0
 
 

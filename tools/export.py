@@ -16,6 +16,7 @@ from pathlib import Path
 from quant.export import ExportParityError
 from tasks.engine import cli, config
 from tasks.engine.errors import UserError
+from tasks.engine.io import check_output_path
 from tasks.engine.pretrained import load_into, load_state_dict_file
 from tasks.engine.task import get as get_task
 from tasks.engine.trainer import run_dir_of
@@ -42,6 +43,8 @@ def main() -> int:
     parser.add_argument("--check-images", type=int, default=None,
                         help="test images for the onnxruntime check (default: QUANT.EXPORT_CHECK_IMAGES or 512)")
     args = parser.parse_args()
+    if args.out:
+        check_output_path(args.out, "--out", folder=False)
     cfg = config.load(args.cfg, args.opts)
     if cfg.TASK not in ("qat", "classification"):
         raise UserError(f"tools/export.py exports classifiers (TASK qat or classification), not TASK {cfg.TASK}")

@@ -2,29 +2,51 @@
 
     python tools/train.py --cfg configs/pose_bsam.yaml [--opts TRAIN.LR 0.0005 ...] [--resume]
     torchrun --nproc_per_node 2 tools/train.py --cfg ...     # DDP (NCCL on GPUs, gloo on CPU)
+
+Exit status: 0 finished, 2 an error (one ``error:`` line), 3 stopped by SIGTERM/Ctrl-C after
+saving a checkpoint (continue with --resume).
 """
 from __future__ import annotations
 
-import json
+import os
 import time
 
-from tasks.engine import cli, config
-from tasks.engine.trainer import Trainer
+from tasks.engine import cli, config, run_dir
+from tasks.engine.errors import UserError
+from tasks.engine.io import json_text
+from tasks.engine.trainer import Trainer, run_dir_of
 
 
 def main() -> int:
     parser = cli.config_parser(__doc__.splitlines()[0])
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/TASK/NAME/checkpoint_last.pth")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a run folder that holds a run; the earlier run is "
+                             "moved to NAME.replaced-<date-time> beside it")
+    parser.add_argument("--accept-config-change", action="store_true",
+                        help="with --resume: continue although the config differs from the "
+                             "checkpoint's (the new values take effect)")
     args = parser.parse_args()
     started = time.perf_counter()
     cfg = config.load(args.cfg, args.opts)
-    trainer = Trainer(cfg, resume=args.resume or cfg.TRAIN.RESUME or cfg.AUTO_RESUME)
-    results = trainer.fit()
-    if trainer.is_main and not results.get("stopped"):
+    auto = "auto" if (cfg.TRAIN.RESUME or cfg.AUTO_RESUME) else False
+    main_process = os.environ.get("RANK", "0") == "0"
+    with run_dir.claim(run_dir_of(cfg), args.resume or auto, args.overwrite, main_process) as claim:
+        trainer = Trainer(cfg, resume=claim.resume, accept_config_change=args.accept_config_change)
+        if claim.moved_to is not None:
+            trainer.log.warning(f"--overwrite: the earlier run was moved to {claim.moved_to}")
+        try:
+            results = trainer.fit()
+        except UserError as err:
+            trainer.log.error(f"error: {cli.one_line(err)}")
+            raise
+    if results.get("stopped"):
+        return cli.STOPPED
+    if trainer.is_main:
         minutes = (time.perf_counter() - started) / 60  # data preparation and evaluation included
         trainer.log.info(f"done in {minutes:.1f} min")
-        print(json.dumps({"run_dir": results["run_dir"], "best": results["best"], "minutes": round(minutes, 1)}))
+        print(json_text({"run_dir": results["run_dir"], "best": results["best"], "minutes": round(minutes, 1)}))
     return 0
 
 

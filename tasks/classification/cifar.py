@@ -68,10 +68,43 @@ def read_cifar(root: str | Path, fmt: str, train: bool) -> tuple[np.ndarray, lis
     """``(images uint8 N x 32 x 32 x 3 RGB, labels, class names)`` of one split."""
     folder_name, train_files, test_files, meta, label_key, names_key = LAYOUT[fmt]
     folder = cifar_folder(root, fmt)
+    entries = [(folder / name, _load(folder / name, fmt)) for name in (train_files if train else test_files)]
+    names = _field(_load(folder / meta, fmt), names_key, folder / meta)
+    if not isinstance(names, list) or not names:
+        raise UserError(f"{folder / meta}: {names_key!r} must be a list of class names; "
+                        "extract the archive again")
+    classes = [str(c) for c in names]
     images, labels = [], []
-    for name in train_files if train else test_files:
-        entry = _load(folder / name, fmt)
-        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels += [int(v) for v in entry[label_key]]
-    classes = [str(c) for c in _load(folder / meta, fmt)[names_key]]
+    for path, entry in entries:
+        data = _pixels(_field(entry, "data", path), path)
+        labels += _labels(_field(entry, label_key, path), len(data), len(classes), path, label_key)
+        images.append(data.reshape(-1, 3, 32, 32))
     return np.ascontiguousarray(np.concatenate(images).transpose(0, 2, 3, 1)), labels, classes
+
+
+def _field(entry, key: str, path: Path):
+    if not isinstance(entry, dict) or key not in entry:
+        raise UserError(f"{path} holds no {key!r} entry: not a CIFAR file of this format; "
+                        "extract the archive again")
+    return entry[key]
+
+
+def _pixels(data, path: Path) -> np.ndarray:
+    data = np.asarray(data) if isinstance(data, np.ndarray) else None
+    if data is None or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        got = "not an array" if data is None else f"{data.dtype} {list(data.shape)}"
+        raise UserError(f"{path}: 'data' must be uint8 rows of 3072 pixels (N x 3072), got {got}; "
+                        "extract the archive again")
+    return data
+
+
+def _labels(rows, count: int, num_classes: int, path: Path, key: str) -> list[int]:
+    values = list(rows) if isinstance(rows, (list, np.ndarray)) else None
+    if values is None or len(values) != count:
+        raise UserError(f"{path}: {key!r} must list one label per image ({count}), got "
+                        f"{'no list' if values is None else len(values)}; extract the archive again")
+    for i, value in enumerate(values):
+        if not isinstance(value, (int, np.integer)) or not 0 <= value < num_classes:
+            raise UserError(f"{path}: {key}[{i}] is {value!r}, not a class index in "
+                            f"[0, {num_classes}); extract the archive again")
+    return [int(v) for v in values]

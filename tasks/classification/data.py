@@ -91,6 +91,7 @@ def build_image_datasets(cfg) -> tuple[LabelledImages, LabelledImages]:
             raise UserError(f"DATASET.ROOT {d.ROOT!r} not found (looked at {root.resolve()})")
         train = ImageFolder(root / d.TRAIN_SET, train_tf)
         test = ImageFolder(root / d.TEST_SET, test_tf, classes=train.classes)
+        test.check_files()  # a broken test image would otherwise stop the run after epoch 1
         where = f"{root / d.TRAIN_SET} (DATASET.ROOT/TRAIN_SET)"
     else:
         images, labels, classes = read_cifar(root, fmt, train=True)

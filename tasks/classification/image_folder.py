@@ -1,8 +1,10 @@
 """Image datasets in memory (CIFAR) or on disk (``<split>/<class>/<image>``, the ImageFolder layout).
 
-Decoding uses OpenCV and falls back to PIL for formats OpenCV lacks; a file neither can
-decode is a :class:`UserError` naming it, so one corrupt JPEG among thousands is easy to
-find instead of surfacing as a cryptic error deep inside a DataLoader worker.
+Decoding is :func:`tasks.engine.imagefile.read_bgr` (OpenCV, PIL for formats OpenCV lacks);
+a file neither can decode is a :class:`UserError` naming it, so one corrupt JPEG among
+thousands is easy to find instead of surfacing as a cryptic error deep inside a DataLoader
+worker.  :meth:`ImageFolder.check_files` reads every header up front (the test split's, so a
+broken file is found before the first epoch, not after it).
 """
 from __future__ import annotations
 
@@ -14,25 +16,14 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from tasks.engine.errors import UserError
+from tasks.engine.imagefile import check_image_file, read_bgr
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode ``path`` into an RGB uint8 HxWx3 array, or raise UserError naming the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is not None:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    try:
-        from PIL import Image
-
-        with Image.open(path) as pil:
-            return np.asarray(pil.convert("RGB"))
-    except Exception as err:
-        raise UserError(
-            f"cannot decode image {path}: the file is corrupt or not an image ({type(err).__name__}); "
-            f"replace or delete it"
-        ) from None
+    return cv2.cvtColor(read_bgr(path), cv2.COLOR_BGR2RGB)
 
 
 class LabelledImages(Dataset):
@@ -127,3 +118,8 @@ class ImageFolder(LabelledImages):
 
     def _keep(self, indices: list[int]) -> None:
         self.paths = [self.paths[i] for i in indices]
+
+    def check_files(self) -> None:
+        """Read every image's header (not its pixels); a broken file is a UserError now."""
+        for path in self.paths:
+            check_image_file(path)

@@ -1,21 +1,36 @@
-"""Resume points: everything a run needs to continue bit-identically, written atomically."""
+"""Resume points: everything a run needs to continue bit-identically, written atomically.
+
+A checkpoint is never written with non-finite weights (the previous one stays), and one
+read back is checked field by field, so a hand-edited or foreign file is a one-line error.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
+from . import torchfile
 from .errors import UserError
+from .guard import require_finite
 from .io import save_torch
 from .pretrained import load_state_dict_file
 
 LAST = "checkpoint_last.pth"
 BEST = "model_best.pth"
 
+#: What ``--resume`` reads, and the type each field must have.
+RESUME_FIELDS = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int,
+                 "iters_done": int, "global_step": int, "rng": dict, "history": list,
+                 "best": dict, "partial": dict}
+
 
 def save(path: Path, **state) -> Path:
     """``state`` holds plain containers and tensors only, so that it loads with
     ``weights_only=True``."""
+    if "model" in state:
+        require_finite(state["model"], f"the model to be saved as {path}",
+                       f"the run diverged; {Path(path).name} was not written and any earlier one "
+                       "is kept; lower TRAIN.LR or set TRAIN.CLIP_GRAD_NORM")
     return save_torch(state, path)
 
 
@@ -24,16 +39,20 @@ def load(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path} (run without --resume to start fresh)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UserError(f"cannot read checkpoint {path}: truncated or corrupt ({first}); "
-                        "delete it or resume from another run") from None
-    missing = {"model", "optimizer", "epoch"} - set(state) if isinstance(state, dict) else {"model"}
+    state = torchfile.read(path, "checkpoint")
+    missing = set(RESUME_FIELDS) - set(state) if isinstance(state, dict) else {"model"}
     if missing:
         raise UserError(f"{path} is not a training checkpoint of this tool (missing "
                         f"{', '.join(sorted(missing))}); use it as MODEL.PRETRAINED instead")
+    for field, kind in RESUME_FIELDS.items():
+        value = state[field]
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise UserError(f"{path}: field {field!r} is {type(value).__name__} {str(value)[:40]!r}, "
+                            f"expected {'an integer >= 0' if kind is int else kind.__name__}; the "
+                            "file was not written by this tool or was edited: resume from another run")
+    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise UserError(f"{path}: field 'model' is not a state_dict of tensors; resume from another run")
+    require_finite(state["model"], f"checkpoint {path}", "resume from another run or start fresh")
     return state
 
 

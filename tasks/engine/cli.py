@@ -7,6 +7,10 @@ from typing import Callable
 
 from .errors import UserError
 
+#: Exit status of a run stopped by SIGTERM/SIGINT after saving its checkpoint (resumable),
+#: so that a scheduler can tell it from a finished run (0) and from an error (2).
+STOPPED = 3
+
 
 def config_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)

@@ -9,20 +9,71 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
 from . import task as task_registry
-from .defaults import BASE, CHECKS, RENAMED
+from .defaults import BASE, CHECKS, NULLABLE, RENAMED
 from .errors import UserError
 from .io import atomic_write
 
 
 class ConfigError(UserError):
     """A config file or override that does not fit the schema."""
+
+
+#: A config is a few kilobytes; these bounds keep a hostile file from exhausting memory or
+#: the stack before the schema sees it (an alias "bomb", 5000 nested lists, a 5 MB list).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+#: The longest NAME: the run folder's name, well under the file systems' 255 bytes.
+MAX_NAME_LENGTH = 100
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases, deep nesting and duplicate keys, and reads
+    ``1e-3`` / ``1e6`` as numbers (YAML 1.1 reads them as strings; people write them)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not supported; write the value out",
+                self.peek_event().start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r} (the later one would silently "
+                    "win); keep one", key_node.start_mark)
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str):
+    """The one way this project reads YAML text (config files and ``--opts`` values)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 class Config(dict):
@@ -73,18 +124,26 @@ def load(path: str | os.PathLike, opts: Iterable[str] = ()) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {source} (pass an existing YAML file to --cfg)")
     try:
-        data = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{source}: {size} bytes is too large for a config "
+                              f"(at most {MAX_CONFIG_BYTES}); a config is a few kilobytes")
+        data = parse_yaml(path.read_text())
+    except yaml.composer.ComposerError as err:
+        raise ConfigError(f"{source}: refused{_where(err)}: {err.problem}") from None
     except yaml.constructor.ConstructorError as err:
+        if "duplicate key" in (err.problem or ""):
+            raise ConfigError(f"{source}: {err.problem}{_where(err)}") from None
         tag = getattr(err, "problem", "") or str(err).splitlines()[0]
         raise ConfigError(f"{source}: unsafe or unknown YAML tag refused ({tag.strip()}); "
                           "use plain YAML values only") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"{source}: invalid YAML{_where(err)}: {problem}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{source}: cannot read config file: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -94,7 +153,22 @@ def load(path: str | os.PathLike, opts: Iterable[str] = ()) -> Config:
     cfg.config_dir = str(path.parent)
     if not cfg.NAME:
         cfg.NAME = path.stem
+    check_name(cfg.NAME, source)
     return cfg
+
+
+def _where(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+
+def check_name(name: str, source: str) -> None:
+    """NAME names one folder inside ``OUTPUT_DIR/TASK``: never a path that leaves it."""
+    if (name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > MAX_NAME_LENGTH
+            or not name.isprintable()):
+        raise ConfigError(f"{source}: NAME: {name[:MAX_NAME_LENGTH]!r} is not a plain run name; "
+                          f"use up to {MAX_NAME_LENGTH} characters without path separators "
+                          "(the run folder is OUTPUT_DIR/TASK/NAME)")
 
 
 def make_config(overrides: dict | None = None, task: str | None = None,
@@ -107,6 +181,7 @@ def make_config(overrides: dict | None = None, task: str | None = None,
     cfg.config_dir = config_dir
     if not cfg.NAME:
         cfg.NAME = cfg.TASK
+    check_name(cfg.NAME, "<dict>")
     return cfg
 
 
@@ -125,9 +200,11 @@ def parse_opts(opts: Iterable[str]) -> list[tuple[str, Any]]:
     pairs = []
     for key, text in zip(opts[::2], opts[1::2]):
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = parse_yaml(text) if text != "" else ""
         except yaml.YAMLError:
             value = text
+        except RecursionError:
+            raise ConfigError(f"--opts: {key}: value nested too deeply") from None
         pairs.append((key, value))
     return pairs
 
@@ -138,10 +215,12 @@ def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
     task_cls = _task_class(task_name, source)
     schema = _deep_merge(BASE, task_cls.defaults)
     checks = {**CHECKS, **task_cls.checks}
+    nullable = {**NULLABLE, **getattr(task_cls, "nullable", {})}
     merged = copy.deepcopy(schema)
     _merge_checked(merged, _renamed(data, source), schema, prefix="", source=source)
     for key, value in overrides:
         _set_dotted(merged, schema, RENAMED.get(key, key), value, source="--opts")
+    _check_nullable(merged, nullable, source)
     _run_checks(merged, checks, source)
     return _to_config(merged)
 
@@ -215,10 +294,10 @@ def _set_dotted(target: dict, schema: dict, dotted: str, value: Any, source: str
 
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-               list: "a list"}
+               list: "a list", dict: "a section (mapping)"}
 
 
-def _coerce(value: Any, default: Any, dotted: str, source: str) -> Any:
+def _coerce(value: Any, default: Any, dotted: str, source: str, nullable: bool = False) -> Any:
     """Check ``value`` against the default's type; ints widen to floats, tuples to lists."""
     if default is None:
         return value
@@ -231,12 +310,44 @@ def _coerce(value: Any, default: Any, dotted: str, source: str) -> Any:
         or (expected is float and isinstance(value, (int, float)) and not isinstance(value, bool))
         or (expected is str and isinstance(value, str))
         or (expected is list and isinstance(value, list))
+        or (expected is dict and isinstance(value, dict))
     )
     if not ok:
-        want = _TYPE_NAMES.get(expected, expected.__name__)
+        want = _TYPE_NAMES.get(expected, expected.__name__) + (" (or null)" if nullable else "")
         raise ConfigError(f"{source}: {dotted}: expected {want}, got {value!r} "
                           f"({type(value).__name__})")
-    return float(value) if expected is float else value
+    if expected is float:
+        number = float(value) if abs(value) < 1e308 else math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{source}: {dotted}: {value!r} is not a finite number")
+        return number
+    return value
+
+
+def _check_nullable(cfg: dict, nullable: dict, source: str) -> None:
+    """Keys whose default is ``None`` take ``None`` or a value of their declared type."""
+    for dotted, expected in nullable.items():
+        node, parts = cfg, dotted.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or node.get(parts[-1]) is None:
+            continue
+        kinds = expected if isinstance(expected, tuple) else (expected,)
+        value = node[parts[-1]]
+        if len(kinds) == 1:
+            node[parts[-1]] = _coerce(value, kinds[0](), dotted, source, nullable=True)
+        elif not any(_coerce_quietly(value, kind(), dotted, source) for kind in kinds):
+            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise ConfigError(f"{source}: {dotted}: expected {names} (or null), got {value!r} "
+                              f"({type(value).__name__})")
+
+
+def _coerce_quietly(value, default, dotted, source) -> bool:
+    try:
+        _coerce(value, default, dotted, source)
+    except ConfigError:
+        return False
+    return True
 
 
 def _run_checks(cfg: dict, checks: dict, source: str) -> None:

@@ -58,6 +58,7 @@ BASE = {
         "GAMMA2": 0.0,  # HRNet default 0.0 means "use 0.999"
         "CLIP_GRAD_NORM": 0.0,  # 0 = no clipping
         "EVAL_EVERY": 1,  # epochs between evaluations
+        "MAX_NONFINITE_STEPS": 10,  # stop the run after this many non-finite steps in a row
         "CHECKPOINT": "",  # HRNet key, unused (use --resume)
         "RESUME": False,
     },
@@ -95,4 +96,16 @@ CHECKS = {
     "TRAIN.WD": (lambda v: v >= 0, "a number >= 0"),
     "SAM.RHO": (lambda v: v >= 0, "a number >= 0"),
     "SAM.RHO_MIN": (lambda v: v >= 0, "a number >= 0"),
+    "PRINT_FREQ": (lambda v: v >= 1, "an integer >= 1"),
+    "TRAIN.EVAL_EVERY": (lambda v: v >= 1, "an integer >= 1"),
+    "TRAIN.MAX_ITERS_PER_EPOCH": (lambda v: v >= 0, "an integer >= 0 (0 = the whole epoch)"),
+    "TRAIN.MAX_NONFINITE_STEPS": (lambda v: v >= 1, "an integer >= 1"),
+    "TRAIN.LR_FACTOR": (lambda v: v > 0, "a number > 0"),
+}
+
+#: The type of each key whose default is ``None`` (it takes null or a value of this type;
+#: a tuple lists the types allowed).  Tasks add theirs in ``Task.nullable``.
+NULLABLE = {
+    "GPUS": (list, str, int),
+    "SAM.RHO_MIN_END": float,
 }

@@ -1,7 +1,12 @@
-"""Atomic file writes: a reader never sees a half-written checkpoint, result or picture."""
+"""Atomic file writes: a reader never sees a half-written checkpoint, result or picture.
+
+A write that fails (disk full, folder not writable) leaves the previous file in place and
+is a one-line :class:`UserError` naming the file.
+"""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -9,22 +14,40 @@ from typing import Callable
 
 import torch
 
+from .errors import UserError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise UserError(_cannot_write(path, err)) from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise UserError(_cannot_write(path, err)) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
     return path
+
+
+def _cannot_write(path: Path, err: BaseException) -> str:
+    reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:160]
+    return (f"cannot write {path}: {reason}; any earlier {path.name} is left as it was "
+            "(free disk space or choose a writable folder)")
+
+
+def _remove(tmp: str) -> None:
+    if os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def _umask() -> int:
@@ -34,19 +57,47 @@ def _umask() -> int:
 
 
 def save_torch(obj, path) -> Path:
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp):
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:  # torch reports a failed write (e.g. a full disk) this way
+            raise OSError(str(err).strip().splitlines()[0][:160]) from None
+
+    return atomic_write(path, write)
+
+
+def json_safe(obj):
+    """``obj`` with every NaN/inf float replaced by ``None``: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_text(obj, **kwargs) -> str:
+    """Valid JSON (NaN/inf become null; ``allow_nan=False`` guards against any left)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
 def save_json(obj, path) -> Path:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-
-    return atomic_write(path, write)
+    text = json_text(obj, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_figure(fig, path, **kwargs) -> Path:
     """Save a matplotlib figure atomically (the format comes from ``path``'s suffix)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+
+
+def check_output_path(path: str | os.PathLike, flag: str, folder: bool) -> Path:
+    """``path`` given to ``flag`` can be written as a folder (``folder``) or a file."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} exists and is not a folder; give a folder path")
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give the path of a file to write")
+    return path

@@ -21,7 +21,9 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from . import torchfile
 from .errors import UserError
+from .guard import require_finite
 
 _WEIGHT_NAME = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
 
@@ -34,14 +36,7 @@ def load_state_dict_file(path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, not a torch file, unsafe pickle ...
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"cannot read weights file {path}: it is truncated, corrupt or not a PyTorch "
-            f"state_dict/checkpoint ({reason[:200]})"
-        ) from None
+    obj = torchfile.read(path, "weights file")
     state = obj
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
@@ -55,6 +50,7 @@ def load_state_dict_file(path) -> dict[str, Tensor]:
             f"weights file {path} holds no state_dict: expected a dict of tensors or a "
             f"checkpoint with a 'model' entry"
         )
+    require_finite(state, f"weights file {path}", "the run that wrote it diverged; use another checkpoint")
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)

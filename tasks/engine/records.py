@@ -6,9 +6,11 @@ import csv
 import io
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
+from .errors import UserError
 from .io import atomic_write, save_figure
 
 DIAGNOSTICS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm", "cos_g0_g2", "rho_min")
@@ -17,7 +19,9 @@ DIAGNOSTICS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm", "cos_g0_g2",
 def make_logger(run_dir: Path | None, name: str = "bsam") -> logging.Logger:
     """Console + ``run_dir/train.log`` (rank 0); other ranks log warnings only."""
     logger = logging.getLogger(name)
-    logger.handlers.clear()
+    for handler in list(logger.handlers):  # an earlier run in this process
+        logger.removeHandler(handler)
+        handler.close()
     logger.propagate = False
     logger.setLevel(logging.INFO if run_dir is not None else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
@@ -25,10 +29,29 @@ def make_logger(run_dir: Path | None, name: str = "bsam") -> logging.Logger:
     console.setFormatter(fmt)
     logger.addHandler(console)
     if run_dir is not None:
-        file = logging.FileHandler(run_dir / "train.log")
+        file = _LogFile(_open_log(run_dir / "train.log"))
         file.setFormatter(fmt)
         logger.addHandler(file)
     return logger
+
+
+class _LogFile(logging.StreamHandler):
+    """A handler on an already opened file, which it closes with itself."""
+
+    def close(self) -> None:
+        super().close()
+        self.stream.close()
+
+
+def _open_log(path: Path):
+    """``path`` opened for appending, never through a symbolic link planted in its place
+    (that would write the log wherever the link points)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as err:
+        hint = "it is a symbolic link; remove it" if path.is_symlink() else "check the run folder"
+        raise UserError(f"cannot open {path}: {err.strerror}; {hint}") from None
+    return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
 
 
 class DiagnosticsMeter:
@@ -56,6 +79,15 @@ class DiagnosticsMeter:
         if "cos_g0_g2" in self.sums:
             out["conflict_frac"] = self.conflicts / self.count
         return out
+
+
+def epoch_line(epoch: int, row: dict, detail_metrics: tuple = ()) -> str:
+    """The console's line for one epoch; NaN/inf are shown (as nan/inf), never dropped:
+    a diverging run must be visible."""
+    shown = " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                     if k != "epoch" and isinstance(v, float)
+                     and not k.removeprefix("val_").startswith(detail_metrics))
+    return f"epoch {epoch}: {shown}"
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:

@@ -23,6 +23,8 @@ class Task:
     #: Allowed values / checks for task keys: dotted key -> list of choices or a
     #: ``(predicate, "description of what is allowed")`` pair.
     checks: dict = {}
+    #: The type of each task key whose default is ``None``: dotted key -> type or tuple of types.
+    nullable: dict = {}
     #: Name of the metric (a key of :meth:`evaluate`'s result) that picks ``model_best.pth``.
     main_metric: str = "top1"
     higher_is_better: bool = True

@@ -18,11 +18,13 @@ from tqdm import tqdm
 
 import optim
 
-from . import checkpoint, config as config_mod, distributed as dist
+from . import checkpoint, config as config_mod, distributed as dist, resume as resume_check
 from .data import EpochSampler, make_loader, rng_state, seed_everything, set_rng_state, to_device
 from .errors import UserError
+from .guard import NonFiniteSteps
 from .io import save_json
-from .records import DiagnosticsMeter, TensorBoard, make_logger, plot_curves, write_metrics_csv
+from .records import (DiagnosticsMeter, TensorBoard, epoch_line, make_logger, plot_curves,
+                      write_metrics_csv)
 from .schedule import make_lr_factor
 from .task import get as get_task
 
@@ -43,8 +45,9 @@ def run_dir_of(cfg) -> Path:
 class Trainer:
     """Builds everything a run needs from a validated config and trains it (``fit``)."""
 
-    def __init__(self, cfg, resume: bool = False):
+    def __init__(self, cfg, resume: bool = False, accept_config_change: bool = False):
         self.cfg = cfg
+        self.accept_config_change = accept_config_change
         self.device = pick_device(cfg.DEVICE)
         self.rank, self.world = dist.init_from_env(self.device.type)
         self.is_main = self.rank == 0
@@ -55,6 +58,7 @@ class Trainer:
         else:
             torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
         self.run_dir = run_dir_of(cfg)
+        state = self._resume_point() if resume else None  # refused before anything is written
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         dist.barrier()
@@ -90,10 +94,11 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict = {}
         self.partial: dict = {}
-        self.tb = TensorBoard(self.run_dir if self.is_main else None)
         self._stop_signal = None
+        self.nonfinite = NonFiniteSteps(cfg.TRAIN.MAX_NONFINITE_STEPS)
         if resume:
-            self._resume()
+            self._resume(state)
+        self.tb = TensorBoard(self.run_dir if self.is_main else None)
         if self.is_main:
             config_mod.save(cfg, self.run_dir / "config.yaml")
 
@@ -130,19 +135,30 @@ class Trainer:
         if self.is_main:
             checkpoint.save(self.run_dir / checkpoint.LAST, **self._state(epoch, iters_done))
 
-    def _resume(self) -> None:
+    def _resume_point(self) -> dict:
+        """The checkpoint to continue, once its config was compared with this one."""
         state = checkpoint.load(self.run_dir / checkpoint.LAST)
+        self._config_changes = resume_check.check_config(
+            state.get("config"), self.cfg.to_dict(), self.accept_config_change,
+            self.run_dir / checkpoint.LAST)
+        return state
+
+    def _resume(self, state: dict) -> None:
+        fresh = resume_check.group_hyperparameters(self.optimizer)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
+            self.scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise UserError(f"{self.run_dir / checkpoint.LAST} does not fit this config "
                             f"({str(err).splitlines()[0][:160]})") from None
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self._config_changes:
+            resume_check.apply_hyperparameters(self.optimizer, self.scheduler, fresh)
+            self.log.warning(f"config changes accepted: {'; '.join(self._config_changes)}")
         self.start_epoch, self.skip_iters = state["epoch"], state["iters_done"]
         self.global_step, self.history = state["global_step"], state["history"]
         self.best, self.partial = state["best"], state["partial"]
-        set_rng_state(state["rng"])
         self.log.info(f"resumed from {self.run_dir / checkpoint.LAST}: epoch {self.start_epoch}, "
                       f"{self.skip_iters} iterations done")
 
@@ -205,6 +221,7 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value * n
             sums["_n"] = sums.get("_n", 0) + n
             diag = dict(getattr(self.optimizer, "last_stats", {}))
+            self.nonfinite.observe(loss, diag, f"epoch {epoch}, iteration {it}")
             diagnostics.add(diag)
             lr = self.optimizer.param_groups[0]["lr"]
             if self.is_main:
@@ -266,7 +283,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, row: dict) -> None:
         key = f"val_{self.task.main_metric}"
-        if key in row:
+        if key in row and math.isfinite(row[key]):
             better = (not self.best or (row[key] > self.best[key] if self.task.higher_is_better
                                         else row[key] < self.best[key]))
             if better:
@@ -279,10 +296,7 @@ class Trainer:
             self.tb.scalars("epoch", row, epoch)
             write_metrics_csv(self.history, self.run_dir / "metrics.csv")
             plot_curves(self.history, self.run_dir / "curves.png", self.task.main_metric)
-            shown = " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                             if k != "epoch" and isinstance(v, float) and math.isfinite(v)
-                             and not k.removeprefix("val_").startswith(self.task.detail_metrics))
-            self.log.info(f"epoch {epoch}: {shown}")
+            self.log.info(epoch_line(epoch, row, self.task.detail_metrics))
         dist.barrier()
 
     def _results(self, seconds: float) -> dict:

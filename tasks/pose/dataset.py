@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tasks.engine.imagefile import check_image_file
+
 from .images import read_image, to_input
 from .photometric import apply_photometric, build_photometric
 from .records import PersonRecord
@@ -48,6 +50,9 @@ class PoseDataset(Dataset):
         #: images the evaluation scores (all images of the split, including person-less ones)
         self.image_ids = sorted(coco.getImgIds()) if (coco is not None and image_ids is None) else image_ids
         self._photometric = build_photometric() if (train and settings.photometric) else None
+        if not train:  # a broken image would otherwise stop the run after the first epoch
+            for path in sorted({rec.image_path for rec in records}):
+                check_image_file(path)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from tasks.engine.errors import UserError
+from tasks.engine.imagefile import read_bgr
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -18,9 +18,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 def read_image(path, rgb: bool = True) -> np.ndarray:
     """HxWx3 uint8 image; EXIF orientation is ignored because COCO labels the raw pixels."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise UserError(f"cannot read image {path} (missing, unreadable or not an image file)")
+    image = read_bgr(path, apply_orientation=False)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image
 
 

@@ -3,7 +3,10 @@
 Everything a user's data can get wrong is caught here, once, before training starts:
 crowd and keypoint-less persons, boxes outside the image, missing image files, images
 without persons and empty detection files are dropped with a count in the log (or, when
-nothing usable is left, a :class:`UserError` that says what to fix).
+nothing usable is left, a :class:`UserError` that says what to fix).  A record that breaks
+the COCO format (a field missing or of the wrong type, keypoints of the wrong length, a
+NaN) is a :class:`UserError` naming the file and the record: it would otherwise end in a
+traceback, some only inside COCOeval after the first epoch.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 
 from tasks.engine.errors import UserError
 
+from .skeleton import NUM_JOINTS
 from .transforms import box_to_center_scale
 
 log = logging.getLogger("bsam.pose")  # a child of the run logger, so it lands in train.log
@@ -39,20 +43,100 @@ class PersonRecord:
     box: tuple = field(default=(0.0, 0.0, 0.0, 0.0))  # clipped x, y, w, h
 
 
-def load_coco(ann_file: str | os.PathLike):
+def load_coco(ann_file: str | os.PathLike, num_joints: int = NUM_JOINTS):
     """A pycocotools ``COCO`` for ``ann_file``, with a clear error for a missing/broken file."""
     from pycocotools.coco import COCO
 
     ann_file = Path(ann_file)
     if not ann_file.is_file():
         raise UserError(f"COCO annotation file not found: {ann_file}")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(ann_file))
-    except (ValueError, KeyError, TypeError, AssertionError) as err:
-        raise UserError(f"{ann_file} is not a COCO keypoint annotation file ({err}); "
-                        "use person_keypoints_*.json from COCO 2017") from err
+    data = _read_json(ann_file)
+    check_coco(data, ann_file, num_joints)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = data
+        coco.createIndex()
     return coco
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+
+
+def _is_int(v) -> bool:
+    return type(v) is int
+
+
+def _finite_numbers(values, count: int | None = None) -> bool:
+    """A list of ``count`` JSON numbers, none NaN or infinite (a bool or "5" is no number)."""
+    return (isinstance(values, list) and (count is None or len(values) == count)
+            and all(type(v) in (int, float) and -1e308 < v < 1e308 for v in values))
+
+
+def check_coco(data, path: Path, num_joints: int) -> None:
+    """Refuse, in one line naming the record, what pycocotools, the records or COCOeval
+    would trip over (with a traceback, some only after the first epoch)."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        raise UserError(f"{path} is not a COCO keypoint annotation file (it needs the lists "
+                        "'images', 'annotations' and 'categories'); use person_keypoints_*.json "
+                        "from COCO 2017")
+
+    def bad(where: str, problem: str):
+        raise UserError(f"{path}: {where}: {problem}; fix or remove that record")
+
+    if not any(isinstance(c, dict) and c.get("id") == 1 for c in data["categories"]):
+        bad("categories", "no person category (id 1)")
+    image_ids = set()
+    for i, image in enumerate(data["images"]):
+        where = f"images[{i}]"
+        if not isinstance(image, dict) or not _is_int(image.get("id")):
+            bad(where, f"'id' must be an integer, got {_value(image, 'id')}")
+        if image["id"] in image_ids:
+            bad(where, f"id {image['id']} appears twice")
+        image_ids.add(image["id"])
+        where = f"images[{i}] (id {image['id']})"
+        if not isinstance(image.get("file_name"), str):
+            bad(where, f"'file_name' must be a string, got {_value(image, 'file_name')}")
+        for key in ("width", "height"):
+            if not (_finite_numbers([image.get(key)]) and image[key] > 0):
+                bad(where, f"{key!r} must be a number > 0, got {_value(image, key)}")
+    length = num_joints * 3
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        if not isinstance(ann, dict) or not _is_int(ann.get("id")):
+            bad(where, f"'id' must be an integer, got {_value(ann, 'id')}")
+        where = f"annotations[{i}] (id {ann['id']})"
+        for key in ("image_id", "category_id"):
+            if not _is_int(ann.get(key)):
+                bad(where, f"{key!r} must be an integer, got {_value(ann, key)}")
+        if not _finite_numbers(ann.get("bbox"), 4):
+            bad(where, f"'bbox' must be 4 numbers [x, y, w, h], got {_value(ann, 'bbox')}")
+        if not (_finite_numbers([ann.get("area")]) and ann["area"] >= 0):
+            bad(where, f"'area' must be a number >= 0 (COCOeval needs it), got {_value(ann, 'area')}")
+        if not _is_int(ann.get("num_keypoints")):
+            bad(where, "'num_keypoints' must be an integer (the labelled joints; COCOeval needs "
+                       f"it), got {_value(ann, 'num_keypoints')}")
+        if ann.get("iscrowd", 0) not in (0, 1):
+            bad(where, f"'iscrowd' must be 0 or 1, got {_value(ann, 'iscrowd')}")
+        if ann.get("keypoints") and not _finite_numbers(ann["keypoints"], length):
+            bad(where, f"'keypoints' must be {length} finite numbers ({num_joints} joints x "
+                       f"[x, y, v]), got {_value(ann, 'keypoints')}")
+
+
+def _value(record, key) -> str:
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__} instead of a record"
+    if key not in record:
+        return "nothing"
+    value = record[key]
+    text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"{text} ({len(value)} items)" if isinstance(value, list) else text
 
 
 def clip_box(box, width: int, height: int):
@@ -127,6 +211,20 @@ def ground_truth_records(coco, image_dir, aspect_ratio: float, num_joints: int,
     return records
 
 
+def _check_detection(det: dict, where: str) -> None:
+    problem = None
+    if not _is_int(det["image_id"]):
+        problem = f"'image_id' must be an integer, got {_value(det, 'image_id')}"
+    elif not _is_int(det.get("category_id", 1)):
+        problem = f"'category_id' must be an integer, got {_value(det, 'category_id')}"
+    elif not _finite_numbers(det["bbox"], 4):
+        problem = f"'bbox' must be 4 numbers [x, y, w, h], got {_value(det, 'bbox')}"
+    elif not _finite_numbers([det.get("score", 1.0)]):
+        problem = f"'score' must be a number, got {_value(det, 'score')}"
+    if problem:
+        raise UserError(f"{where}: {problem}; fix the detection results file")
+
+
 def detection_records(det_file, coco, image_dir, aspect_ratio: float, num_joints: int,
                       score_threshold: float) -> list[PersonRecord]:
     """Person boxes of a COCO detection results file (``image_id, category_id, bbox, score``)
@@ -135,19 +233,17 @@ def detection_records(det_file, coco, image_dir, aspect_ratio: float, num_joints
     if not det_file.is_file():
         raise UserError(f"person detection file not found: {det_file}; set TEST.COCO_BBOX_FILE "
                         "or use ground-truth boxes (TEST.USE_GT_BBOX: true)")
-    try:
-        detections = json.loads(det_file.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{det_file} is not valid JSON ({err})") from err
+    detections = _read_json(det_file)
     if not isinstance(detections, list):
         raise UserError(f"{det_file} must hold a COCO detection results list "
                         "([{image_id, category_id, bbox, score}, ...])")
     files = _ImageFiles(coco, image_dir)
     records, skipped = [], Counter()
-    for det in detections:
+    for i, det in enumerate(detections):
         if not isinstance(det, dict) or "bbox" not in det or "image_id" not in det:
             skipped["malformed entries"] += 1
             continue
+        _check_detection(det, f"{det_file}: entry {i}")
         if det.get("category_id", 1) != 1:
             skipped["not persons"] += 1
             continue

@@ -138,6 +138,16 @@ POSE_CHECKS = {
     "TEST.NUM_DRAW": (lambda v: v >= 0, "an integer >= 0"),
 }
 
+POSE_NULLABLE = {
+    "MODEL.EXTRA.TARGET_TYPE": str,
+    "MODEL.EXTRA.HEATMAP_SIZE": list,
+    "MODEL.EXTRA.SIGMA": float,
+    "MODEL.EXTRA.PRETRAINED_LAYERS": list,
+    "MODEL.EXTRA.STAGE2": dict,
+    "MODEL.EXTRA.STAGE3": dict,
+    "MODEL.EXTRA.STAGE4": dict,
+}
+
 
 def model_geometry(cfg):
     """(heatmap size, sigma) honouring the older SimpleBaseline spelling under MODEL.EXTRA."""
@@ -151,6 +161,7 @@ def model_geometry(cfg):
 class PoseTask(Task):
     defaults = POSE_DEFAULTS
     checks = POSE_CHECKS
+    nullable = POSE_NULLABLE
     main_metric = "AP"
     higher_is_better = True
 

@@ -8,6 +8,7 @@ import pytest
 
 from tasks.engine.config import make_config
 from tasks.engine.errors import UserError
+from tasks.pose.dataset import PoseDataset
 from tasks.pose.records import detection_records, ground_truth_records, load_coco
 from tasks.pose.task import PoseTask
 
@@ -74,9 +75,13 @@ def test_unusable_persons_and_images_are_skipped_and_counted(messy_coco, pose_lo
 
 def test_a_corrupt_image_is_a_user_error_naming_the_file(messy_coco):
     task = PoseTask(make_config({"DATASET": {"ROOT": str(messy_coco), "PHOTOMETRIC": False}}, task="pose"))
-    train, _ = task.build_datasets()
+    with pytest.raises(UserError, match="corrupt.jpg"):  # in the val split: found when it is built
+        task.build_datasets()
+    coco = load_coco(messy_coco / "annotations" / "person_keypoints_train2017.json")
+    records = ground_truth_records(coco, messy_coco / "images" / "train2017", 0.75, 17, "train")
+    train = PoseDataset(records, task.crop_settings(), train=True)
     assert train[0][0].shape[1:] == (256, 192)
-    with pytest.raises(UserError, match="corrupt.jpg"):
+    with pytest.raises(UserError, match="corrupt.jpg"):  # in the training split: when it is read
         train[1]
 
 
