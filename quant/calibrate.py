@@ -63,23 +63,23 @@ def calibrate(model: nn.Module, batches: Iterable, num_batches: int, device=None
     if not quantizers:
         return used
     table = torch.tensor(
-        [[s["mean_abs"], s["batches"], -s["min"] if s["batches"] else -float("inf"), s["max_abs"]] for s in stats],
+        [[s["mean_abs"], s["batches"], -s["min"] if s["batches"] else -float("inf")] for s in stats],
         dtype=torch.float64, device=device,
     )
     table = _reduce_across_ranks(table)
-    for q, (mean_abs_sum, seen, neg_min, max_abs) in zip(quantizers.values(), table.tolist()):
+    for q, (mean_abs_sum, seen, neg_min) in zip(quantizers.values(), table.tolist()):
         if seen > 0:
-            q.init_from_stats(mean_abs_sum / seen, -neg_min, max_abs)
+            q.init_from_stats(mean_abs_sum / seen, -neg_min)
     return used
 
 
 def _reduce_across_ranks(table: torch.Tensor) -> torch.Tensor:
-    """Sum the mean|x| and batch columns and take the global minimum and max |x| over ranks."""
+    """Sum the mean|x| and batch columns and take the global minimum over ranks."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return table
-    sums, extremes = table[:, :2].contiguous(), table[:, 2:].contiguous()  # -min and max|x|
+    sums, neg_min = table[:, :2].contiguous(), table[:, 2:].contiguous()
     dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
-    return torch.cat([sums, extremes], dim=1)
+    dist.all_reduce(neg_min, op=dist.ReduceOp.MAX)
+    return torch.cat([sums, neg_min], dim=1)

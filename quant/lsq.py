@@ -64,14 +64,9 @@ def lsq_fake_quantize(v: torch.Tensor, step: torch.Tensor, qn: int, qp: int, gra
     return round_ste(torch.clamp(v / s, -qn, qp)) * s
 
 
-def lsq_init_step(mean_abs: torch.Tensor, qp: int, max_abs: torch.Tensor | None = None) -> torch.Tensor:
-    """The paper's initial step size 2 * mean|v| / sqrt(Qp), kept >= MIN_STEP_SIZE, and no
-    larger than max|v| / Qp (a grid no wider than the values seen): at 8 bits the paper's
-    rule spans ~20 x mean|v|, far past the values, and would waste most of the grid."""
-    step = 2.0 * mean_abs / math.sqrt(qp)
-    if max_abs is not None:
-        step = torch.minimum(step, max_abs / qp)
-    return step.clamp_min(MIN_STEP_SIZE)
+def lsq_init_step(mean_abs: torch.Tensor, qp: int) -> torch.Tensor:
+    """The paper's initial step size 2 * mean|v| / sqrt(Qp), kept >= MIN_STEP_SIZE."""
+    return (2.0 * mean_abs / math.sqrt(qp)).clamp_min(MIN_STEP_SIZE)
 
 
 class LsqQuantizer(nn.Module):
@@ -141,11 +136,11 @@ class LsqQuantizer(nn.Module):
         return s + (s.clamp_min(MIN_STEP_SIZE) - s).detach()
 
     # -- initialisation -------------------------------------------------------------------
-    def _abs_stats(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean |v|, max |v|), per channel or of the whole tensor."""
-        v = v.detach().float().abs()
-        v = v.reshape(v.shape[0], -1) if self.per_channel else v.reshape(1, -1)
-        return v.mean(dim=1), v.amax(dim=1)
+    def _mean_abs(self, v: torch.Tensor) -> torch.Tensor:
+        v = v.detach().float()
+        if self.per_channel:
+            return v.abs().reshape(v.shape[0], -1).mean(dim=1)
+        return v.abs().mean().reshape(1)
 
     @torch.no_grad()
     def set_step_size(self, step: torch.Tensor) -> None:
@@ -157,30 +152,27 @@ class LsqQuantizer(nn.Module):
 
     @torch.no_grad()
     def init_from(self, v: torch.Tensor) -> None:
-        """Set the step size from ``v`` by :func:`lsq_init_step`."""
-        mean_abs, max_abs = self._abs_stats(v)
-        self.set_step_size(lsq_init_step(mean_abs, self.qrange()[1], max_abs))
+        """Set the step size from ``v`` with the paper's rule 2 * mean|v| / sqrt(Qp)."""
+        self.set_step_size(lsq_init_step(self._mean_abs(v), self.qrange()[1]))
 
     # -- calibration (activations): watch float inputs, then set sign and step size ------
     def begin_observing(self) -> None:
-        self._observer = {"mean_abs": 0.0, "batches": 0, "min": math.inf, "max_abs": 0.0}
+        self._observer = {"mean_abs": 0.0, "batches": 0, "min": math.inf}
 
     def end_observing(self) -> dict | None:
-        """Stop watching; return ``{"mean_abs": sum over batches, "batches": n, "min": m, "max_abs": a}``."""
+        """Stop watching; return ``{"mean_abs": sum over batches, "batches": n, "min": m}``."""
         obs, self._observer = self._observer, None
         return obs
 
-    def init_from_stats(self, mean_abs: float, minimum: float, max_abs: float | None = None) -> None:
-        """Unsigned grid when no negative input was seen; step size by :func:`lsq_init_step`."""
+    def init_from_stats(self, mean_abs: float, minimum: float) -> None:
+        """Unsigned grid when no negative input was seen; step size by the paper's rule."""
         self.set_signed(minimum < 0)
-        cap = None if max_abs is None else torch.tensor([float(max_abs)])
-        self.set_step_size(lsq_init_step(torch.tensor([float(mean_abs)]), self.qrange()[1], cap))
+        self.set_step_size(lsq_init_step(torch.tensor([float(mean_abs)]), self.qrange()[1]))
 
     def _observe(self, v: torch.Tensor) -> None:
         v = v.detach().float()
         self._observer["mean_abs"] += float(v.abs().mean())
         self._observer["min"] = min(self._observer["min"], float(v.min()))
-        self._observer["max_abs"] = max(self._observer["max_abs"], float(v.abs().max()))
         self._observer["batches"] += 1
 
     def broadcast_scale(self, v: torch.Tensor) -> torch.Tensor:
