@@ -49,7 +49,7 @@ class ExportReport:
     bytes: int
     opset: int
     ir_version: int
-    weight_format: str
+    weight_format: str  # how quantized weights are stored: int8, int4, or float (no quantized layer)
     top1_agreement: float
     rel_mean_diff: float
     max_abs_diff: float
@@ -98,8 +98,10 @@ def export_onnx(
     except ValueError as err:
         raise ExportParityError(f"{err}; no file written") from None
     integer, floating = kernel_counts(ops)
-    report = ExportReport(None, len(data), int(opset), int(onnx_model.ir_version), weight_format, agreement,
-                          rel_diff, max_diff, int(got.shape[0]), integer, floating, layer_bits(model))
+    layers = layer_bits(model)
+    stored = weight_format if any(info["w_bits"] for info in layers.values()) else "float"
+    report = ExportReport(None, len(data), int(opset), int(onnx_model.ir_version), stored, agreement,
+                          rel_diff, max_diff, int(got.shape[0]), integer, floating, layers)
     if agreement < tolerance.min_top1_agreement or not rel_diff <= tolerance.max_rel_mean_diff:
         raise ExportParityError(
             f"onnxruntime disagrees with PyTorch on {report.checked_inputs} check inputs: top-1 "
