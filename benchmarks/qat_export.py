@@ -220,6 +220,7 @@ def main() -> int:
         buffer = io.BytesIO()
         torch.save(ao.state_dict(), buffer)
         rows.append({"model": "torch.ao FX int8 (PyTorch)", "bytes": buffer.tell(), "integer_kernels": "x86 int8",
+                     "baseline": "float (PyTorch)",
                      "onnx_top1": None, "torch_top1": float((logits.argmax(1) == labels).mean() * 100),
                      "agreement": float((logits.argmax(1) == float_logits.argmax(1)).mean())})
         models[rows[-1]["model"]] = torch_runner(ao)
@@ -228,7 +229,6 @@ def main() -> int:
     latency = interleaved_latency(models, images.numpy(), args.rounds, {1: 50, 64: 2})
     for row in rows:
         row["latency_ms"] = latency[row["model"]]
-    base = latency["float"]
     print(f"\n{args.model} on {args.data.name}, QAT with {args.method}; {args.threads} thread(s), median of "
           f"{args.rounds} interleaved rounds; float in PyTorch: {latency['float (PyTorch)'][1]:.2f} ms (batch 1), "
           f"{latency['float (PyTorch)'][64]:.1f} ms (batch 64)")
@@ -236,7 +236,7 @@ def main() -> int:
           "| top-1 PyTorch | agreement |")
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
-        lat = r["latency_ms"]
+        lat, base = r["latency_ms"], latency[r.get("baseline", "float")]  # torch.ao: vs float in PyTorch
         kernels = r["integer_kernels"] if isinstance(r["integer_kernels"], str) else (
             ", ".join(f"{n} {k}" for k, n in r["integer_kernels"].items()) or "no")
         onnx_top1 = "-" if r["onnx_top1"] is None else f"{r['onnx_top1']:.1f}%"
