@@ -10,9 +10,9 @@ per tensor, shared by every consumer, as in the integer graph).  The layer keeps
 reference to that quantizer (not a submodule: it belongs to the graph) because the bias is
 rounded to the int32 grid ``s_in * s_w``, which integer kernels add to their accumulator.
 
-:class:`QuantConvBn2d` is a convolution with the BatchNorm that follows it folded in: it
-trains the folded weight and bias that the integer kernel uses, with the BN statistics
-frozen at their running values (gamma and beta still learn through the fold).
+:class:`QuantConvBn2d` is a convolution with the BatchNorm that follows it folded in: its
+weight quantizer sees, and evaluation computes, the folded weight and bias that the
+integer kernel uses.
 """
 from __future__ import annotations
 
@@ -122,13 +122,16 @@ class QuantConv2d(QuantLayerMixin, nn.Conv2d):
 
 
 class QuantConvBn2d(QuantConv2d):
-    """A convolution followed by a BatchNorm, trained as the single folded convolution that
-    deployment runs: w' = w * g, b' = beta + (b - mean) * g with g = gamma / sqrt(var + eps).
+    """A convolution followed by a BatchNorm, as the single folded convolution that deployment
+    runs: w' = w * g, b' = beta + (b - mean) * g with g = gamma / sqrt(running var + eps).
 
-    The BN statistics are frozen at their running values (QAT fine-tunes a trained float
-    model, whose statistics are good), so training and inference compute the same function
-    and the weight quantizer sees the folded weight it will store.  ``bn`` keeps gamma, beta
-    and the statistics as the float model had them.
+    Evaluation (and export) computes exactly that, bias on the int32 grid included.  Training
+    does what the standard conv-BN QAT modules do (Jacob et al. 2018; torch.ao's ConvBn2d):
+    the convolution runs on the quantized folded weight, is divided by g again and goes
+    through the BN with batch statistics, which keep updating the running ones; so QAT
+    continues the float model's training while the quantizer learns the weights it stores.
+    With ``frozen_stats`` (``QUANT.FREEZE_BN``) training computes the folded, deployed
+    arithmetic with the running statistics fixed.  ``bn`` holds gamma, beta and the statistics.
     """
 
     def __init__(self, *args, bn: nn.BatchNorm2d, w_bits=4, per_channel=False, **kwargs):
@@ -138,6 +141,7 @@ class QuantConvBn2d(QuantConv2d):
         if bn.num_features != self.out_channels:
             raise ValueError(f"BatchNorm of {bn.num_features} features after a conv with {self.out_channels} outputs")
         self.bn = bn
+        self.frozen_stats = False
         self._add_weight_quantizer(w_bits, per_channel)
 
     @classmethod
@@ -147,16 +151,27 @@ class QuantConvBn2d(QuantConv2d):
         layer._add_weight_quantizer(w_bits, per_channel)
         return layer
 
-    def folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gain(self) -> torch.Tensor:
         bn = self.bn
         gain = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            gain = gain * bn.weight
+        return gain * bn.weight if bn.weight is not None else gain
+
+    def folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bn, gain = self.bn, self._gain()
         bias = -bn.running_mean if self.bias is None else self.bias - bn.running_mean
         bias = bias * gain
         if bn.bias is not None:
             bias = bias + bn.bias
         return self.weight * gain.reshape(-1, 1, 1, 1), bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.frozen_stats:
+            return super().forward(x)  # the folded arithmetic of the integer kernel
+        gain = self._gain().reshape(1, -1, 1, 1)
+        y = self._conv_forward(x, self.quantized_weight(), None) / gain
+        if self.bias is not None:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return self.bn(y)  # batch statistics; the running ones update as in float training
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):

@@ -16,7 +16,7 @@ from torch import nn
 
 from .lsq import check_bits
 from .graph import build_qat_graph
-from .modules import QUANTIZED_TYPES, QuantLayerMixin, _optional_bits
+from .modules import QUANTIZED_TYPES, QuantConvBn2d, QuantLayerMixin, _optional_bits
 
 #: Layers with their own parameters that are fine to leave float (their arithmetic is cheap
 #: and is folded or fused by inference engines).
@@ -116,6 +116,7 @@ def prepare_qat(
     per_channel: bool = False,
     skip: Iterable[str] = (),
     log: Callable[[str], None] | None = print,
+    freeze_bn: bool = False,
 ) -> nn.Module:
     """Return a QAT copy of ``model`` (``model`` is untouched): its Conv2d/Linear layers
     fake-quantize their weights (BN folded into convolutions), activation quantizers sit on
@@ -123,10 +124,14 @@ def prepare_qat(
 
     Weight step sizes are initialised from the weights; activation step sizes are set by
     :func:`quant.calibrate.calibrate` (or, failing that, from the first batch seen).
-    ``log`` receives the summary table (``None`` for silence).
+    ``log`` receives the summary table (``None`` for silence).  ``freeze_bn`` makes the folded
+    conv-BN layers train on their running statistics (see :class:`quant.QuantConvBn2d`).
     """
     plans = plan_quantization(model, w_bits, a_bits, first_last_bits, per_channel, skip)
     qmodel = build_qat_graph(copy.deepcopy(model), plans)
+    for layer in qmodel.modules():
+        if isinstance(layer, QuantConvBn2d):
+            layer.frozen_stats = bool(freeze_bn)
     if log is not None:
         log(format_summary(plans))
     return qmodel

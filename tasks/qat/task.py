@@ -7,6 +7,10 @@ section:
   (2..8 for the first and last layer, 0 = keep them float), ``PER_CHANNEL`` weight scales
   (default: BN is folded into the weights, whose channels then differ in range),
   ``SKIP`` (module names kept float);
+* every convolution followed by a BatchNorm becomes one folded conv-BN layer: evaluation
+  and export compute the folded integer arithmetic; training normalises with batch
+  statistics as the float model did, unless ``FREEZE_BN`` (then it trains the folded
+  arithmetic on the frozen running statistics);
 * ``CALIB_BATCHES``: training batches that set the activation step sizes before training;
 * ``PERTURB_STEP_SIZES``: let SAM/BSAM perturb the step sizes too (default: only the latent
   float weights are perturbed; the step sizes sit in their own param group with
@@ -55,6 +59,7 @@ class QatTask(ClassificationTask):
             "A_BITS": 4,
             "FIRST_LAST_BITS": 8,
             "PER_CHANNEL": True,
+            "FREEZE_BN": False,
             "SKIP": [],
             "CALIB_BATCHES": 4,
             "PERTURB_STEP_SIZES": False,
@@ -93,7 +98,7 @@ class QatTask(ClassificationTask):
             return prepare_qat(
                 float_model, w_bits=q.W_BITS, a_bits=q.A_BITS or None,
                 first_last_bits=q.FIRST_LAST_BITS or None, per_channel=q.PER_CHANNEL,
-                skip=q.SKIP, log=log.info,
+                skip=q.SKIP, log=log.info, freeze_bn=q.FREEZE_BN,
             )
         except ValueError as err:
             raise UserError(f"QUANT: {err}") from None

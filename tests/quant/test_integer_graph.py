@@ -32,22 +32,26 @@ def test_folded_conv_bn_equals_conv_then_bn_in_float_mode(bias):
     conv, bn = conv_bn(bias)
     x = torch.randn(4, 3, 8, 8)
     expected = bn.eval()(conv(x))
-    folded = QuantConvBn2d.from_float(conv, None, bn=copy.deepcopy(bn))
+    folded = QuantConvBn2d.from_float(conv, None, bn=copy.deepcopy(bn)).eval()
     assert folded.weight_quantizer is None
     assert torch.allclose(folded(x), expected, atol=1e-5)
-    # quantized but with its quantizer disabled, in training mode: still the frozen-statistics fold
+    # training, quantizer disabled: conv then BN on batch statistics, which update the running ones
     quantized = QuantConvBn2d.from_float(conv, 4, per_channel=True, bn=copy.deepcopy(bn)).train()
-    quantized.weight_quantizer.enabled = False
-    out = quantized(x)
-    assert torch.allclose(out, expected, atol=1e-5)
-    out.square().sum().backward()  # gamma and beta learn through the fold; statistics stay
-    assert quantized.bn.weight.grad is not None and quantized.bn.bias.grad is not None
-    assert torch.equal(quantized.bn.running_mean, bn.running_mean)
-    # enabled: the weight quantizer sees the folded weight, whose channel ranges differ
-    quantized.weight_quantizer.enabled = True
-    folded_weight = quantized.folded_weight_and_bias()[0]
+    folded_weight = quantized.folded_weight_and_bias()[0].detach()  # its quantizer starts from the folded weight
     step = quantized.weight_quantizer.step_size.detach()
-    assert torch.allclose(step, 2 * folded_weight.detach().abs().mean(dim=(1, 2, 3)) / 7 ** 0.5)
+    assert torch.allclose(step, 2 * folded_weight.abs().mean(dim=(1, 2, 3)) / 7 ** 0.5)
+    quantized.weight_quantizer.enabled = False
+    float_bn = copy.deepcopy(bn).train()
+    out = quantized(x)
+    assert torch.allclose(out, float_bn(conv(x)), atol=1e-4)
+    assert torch.allclose(quantized.bn.running_mean, float_bn.running_mean, atol=1e-6)
+    out.square().sum().backward()  # gamma and beta learn
+    assert quantized.bn.weight.grad is not None and quantized.bn.bias.grad is not None
+    # frozen statistics: training computes the folded arithmetic, statistics stay
+    quantized.frozen_stats = True
+    before = quantized.bn.running_mean.clone()
+    assert torch.allclose(quantized(x), quantized.bn.eval()(conv(x)), atol=1e-5)
+    assert torch.equal(quantized.bn.running_mean, before)
 
 
 def test_quantizers_sit_on_the_tensors_the_integer_graph_carries():
