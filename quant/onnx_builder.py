@@ -95,7 +95,7 @@ class GraphBuilder:
         value = self.value_in(arg)
         return self.dequantize(value) if isinstance(value, QTensor) else value
 
-    def on_grid(self, arg, emit, base: str):
+    def on_grid(self, arg, emit):
         """Apply ``emit(name, zero_point_name)`` to the integers of a QTensor (the result stays
         on its grid) or to a float tensor (zero point None)."""
         value = self.value_in(arg)

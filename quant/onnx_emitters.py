@@ -124,7 +124,7 @@ def _maxpool(b, node, kernel, stride, padding, dilation, ceil_mode):
     k, s, p, d = (_pair(v) for v in (kernel, stride or kernel, padding, dilation))
     return b.on_grid(node.args[0], lambda x, _: b.op(
         "MaxPool", [x], node.name, kernel_shape=k, strides=s, pads=[p[0], p[1], p[0], p[1]], dilations=d,
-        ceil_mode=int(ceil_mode)), node.name)
+        ceil_mode=int(ceil_mode)))
 
 
 def _emit_avgpool(b: GraphBuilder, node, pool: nn.AvgPool2d) -> str:
@@ -200,8 +200,8 @@ def _emit_flatten_module(b: GraphBuilder, node, module: nn.Flatten) -> str:
 def _flatten(b: GraphBuilder, node, start_dim: int, end_dim: int):
     rank = len(b.shape_of(node.args[0]))
     if start_dim % rank >= 1 and end_dim % rank == rank - 1:
-        return b.on_grid(node.args[0], lambda x, _: b.op("Flatten", [x], node.name, axis=start_dim % rank), node.name)
-    return b.on_grid(node.args[0], lambda x, _: b.reshape_to_result(node, x), node.name)
+        return b.on_grid(node.args[0], lambda x, _: b.op("Flatten", [x], node.name, axis=start_dim % rank))
+    return b.on_grid(node.args[0], lambda x, _: b.reshape_to_result(node, x))
 
 
 MODULE_EMITTERS: dict[type, Callable] = {
@@ -257,7 +257,7 @@ def _emit_flatten_function(b: GraphBuilder, node) -> str:
 
 
 def _emit_reshape(b: GraphBuilder, node):
-    return b.on_grid(node.args[0], lambda x, _: b.reshape_to_result(node, x), node.name)
+    return b.on_grid(node.args[0], lambda x, _: b.reshape_to_result(node, x))
 
 
 def _emit_mean(b: GraphBuilder, node) -> str:
@@ -309,7 +309,7 @@ def _emit_pad(b: GraphBuilder, node) -> str:
         zero = zero_point or b.const(f"{node.name}.value", np.array(0.0, np.float32))
         return b.op("Pad", [x, pads, zero], node.name, mode="constant")
 
-    return b.on_grid(node.args[0], pad, node.name)
+    return b.on_grid(node.args[0], pad)
 
 
 def _emit_getitem(b: GraphBuilder, node) -> str:
@@ -330,7 +330,7 @@ def _emit_getitem(b: GraphBuilder, node) -> str:
         return b.value_in(node.args[0])
     bounds = [b.ints(f"{node.name}.starts", starts), b.ints(f"{node.name}.ends", ends),
               b.ints(f"{node.name}.axes", axes), b.ints(f"{node.name}.steps", steps)]
-    return b.on_grid(node.args[0], lambda x, _: b.op("Slice", [x, *bounds], node.name), node.name)
+    return b.on_grid(node.args[0], lambda x, _: b.op("Slice", [x, *bounds], node.name))
 
 
 def _emit_functional_relu6(b: GraphBuilder, node) -> str:
