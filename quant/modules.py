@@ -1,8 +1,18 @@
-"""Conv2d and Linear layers that fake-quantize their weights and their input activations.
+"""Conv2d and Linear layers that compute what the deployed integer kernels compute.
 
 They subclass the float layers, so the weight/bias parameter names stay the same: a float
 state_dict loads into the converted model (the quantizers' step sizes are extra keys), and
 optimizers, weight decay and SAM perturbations see the latent float weights as usual.
+
+A layer quantizes its own weights; its input arrives already fake-quantized by the
+activation quantizer that :mod:`quant.graph` placed on the tensor it reads (one quantizer
+per tensor, shared by every consumer, as in the integer graph).  The layer keeps a
+reference to that quantizer (not a submodule: it belongs to the graph) because the bias is
+rounded to the int32 grid ``s_in * s_w``, which integer kernels add to their accumulator.
+
+:class:`QuantConvBn2d` is a convolution with the BatchNorm that follows it folded in: its
+weight quantizer sees, and evaluation computes, the folded weight and bias that the
+integer kernel uses.
 """
 from __future__ import annotations
 
@@ -24,24 +34,26 @@ def _optional_bits(bits, what: str):
 
 
 class QuantLayerMixin:
-    """What the quantized layers share: building their quantizers and reporting their bits."""
+    """What the quantized layers share: weight quantizer, input scale, integer bias."""
 
     weight_quantizer: LsqQuantizer | None
-    input_quantizer: LsqQuantizer | None
 
-    def _add_quantizers(self, w_bits, a_bits, per_channel: bool) -> None:
+    def _add_weight_quantizer(self, w_bits, per_channel: bool) -> None:
         w_bits = _optional_bits(w_bits, "w_bits")
-        a_bits = _optional_bits(a_bits, "a_bits")
-        channels = self.weight.shape[0] if per_channel else 1
+        weight = self.folded_weight_and_bias()[0].detach()
+        channels = weight.shape[0] if per_channel else 1
         self.weight_quantizer = None if w_bits is None else LsqQuantizer(w_bits, True, channels)
-        self.input_quantizer = (
-            None if a_bits is None else LsqQuantizer(a_bits, signed=True, activation=True)
-        )
         if self.weight_quantizer is not None:
-            self.weight_quantizer.to(self.weight.device)
-            self.weight_quantizer.init_from(self.weight)
-        if self.input_quantizer is not None:
-            self.input_quantizer.to(self.weight.device)
+            self.weight_quantizer.to(weight.device)
+            self.weight_quantizer.init_from(weight)
+
+    @property
+    def input_quantizer(self) -> LsqQuantizer | None:
+        """The activation quantizer of the tensor this layer reads (None: float input)."""
+        return self.__dict__.get("_input_quantizer")
+
+    def attach_input_quantizer(self, quantizer: LsqQuantizer | None) -> None:
+        object.__setattr__(self, "_input_quantizer", quantizer)  # a reference, not a submodule
 
     @property
     def w_bits(self) -> int | None:
@@ -51,28 +63,30 @@ class QuantLayerMixin:
     def a_bits(self) -> int | None:
         return None if self.input_quantizer is None else self.input_quantizer.bits
 
-    def quantized_weight(self) -> torch.Tensor:
-        w = self.weight
-        return w if self.weight_quantizer is None else self.weight_quantizer(w)
+    def folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The float weight and bias the layer computes with (BN folded in, if any)."""
+        return self.weight, self.bias
 
-    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.input_quantizer is None else self.input_quantizer(x)
+    def quantized_weight(self) -> torch.Tensor:
+        w = self.folded_weight_and_bias()[0]
+        return w if self.weight_quantizer is None else self.weight_quantizer(w)
 
     def bias_scale(self) -> torch.Tensor | None:
         """s_x * s_w (one per output channel when per-channel), or None if not both quantized."""
         wq, iq = self.weight_quantizer, self.input_quantizer
-        if self.bias is None or wq is None or iq is None or not (wq.active and iq.active):
+        if self.folded_weight_and_bias()[1] is None or wq is None or iq is None or not (wq.active and iq.active):
             return None
-        return (self.input_quantizer.scale() * self.weight_quantizer.scale()).detach()
+        return (iq.scale() * wq.scale()).detach()
 
     def quantized_bias(self) -> torch.Tensor | None:
         """The bias rounded to the int32 grid s_x * s_w, as an integer runtime (onnxruntime's
         QLinearConv, TFLite) adds it, so training sees what deployment computes.  The
         gradient reaches the float bias straight through; the step sizes get none from it."""
+        bias = self.folded_weight_and_bias()[1]
         scale = self.bias_scale()
         if scale is None:
-            return self.bias
-        return round_ste(torch.clamp(self.bias / scale, INT32_MIN, INT32_MAX)) * scale
+            return bias
+        return round_ste(torch.clamp(bias / scale, INT32_MIN, INT32_MAX)) * scale
 
     def _copy_float(self, layer: nn.Module) -> None:
         with torch.no_grad():
@@ -82,50 +96,100 @@ class QuantLayerMixin:
         self.train(layer.training)
 
 
-class QuantConv2d(QuantLayerMixin, nn.Conv2d):
-    """``nn.Conv2d`` on quantized weights and quantized inputs."""
+def _conv_like(conv: nn.Conv2d, cls, **extra):
+    return cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+               padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+               bias=conv.bias is not None, padding_mode=conv.padding_mode,
+               device=conv.weight.device, dtype=conv.weight.dtype, **extra)
 
-    def __init__(self, *args, w_bits=4, a_bits=4, per_channel=False, **kwargs):
+
+class QuantConv2d(QuantLayerMixin, nn.Conv2d):
+    """``nn.Conv2d`` on quantized weights, with the bias on the int32 grid of its input."""
+
+    def __init__(self, *args, w_bits=4, per_channel=False, **kwargs):
         super().__init__(*args, **kwargs)
-        self._add_quantizers(w_bits, a_bits, per_channel)
+        self._add_weight_quantizer(w_bits, per_channel)
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, w_bits, a_bits, per_channel=False) -> "QuantConv2d":
-        layer = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-            bias=conv.bias is not None, padding_mode=conv.padding_mode,
-            device=conv.weight.device, dtype=conv.weight.dtype,
-            w_bits=None, a_bits=None,
-        )
+    def from_float(cls, conv: nn.Conv2d, w_bits, per_channel=False) -> "QuantConv2d":
+        layer = _conv_like(conv, cls, w_bits=None)
         layer._copy_float(conv)
-        layer._add_quantizers(w_bits, a_bits, per_channel)  # after the copy: init from weights
+        layer._add_weight_quantizer(w_bits, per_channel)  # after the copy: init from weights
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.quantized_input(x)  # first: a lazy initialisation sets s_x used by the bias
         return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
 
 
-class QuantLinear(QuantLayerMixin, nn.Linear):
-    """``nn.Linear`` on quantized weights and quantized inputs."""
+class QuantConvBn2d(QuantConv2d):
+    """A convolution followed by a BatchNorm, as the single folded convolution that deployment
+    runs: w' = w * g, b' = beta + (b - mean) * g with g = gamma / sqrt(running var + eps).
 
-    def __init__(self, *args, w_bits=4, a_bits=4, per_channel=False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._add_quantizers(w_bits, a_bits, per_channel)
+    Evaluation (and export) computes exactly that, bias on the int32 grid included.  Training
+    does what the standard conv-BN QAT modules do (Jacob et al. 2018; torch.ao's ConvBn2d):
+    the convolution runs on the quantized folded weight, is divided by g again and goes
+    through the BN with batch statistics, which keep updating the running ones; so QAT
+    continues the float model's training while the quantizer learns the weights it stores.
+    With ``frozen_stats`` (``QUANT.FREEZE_BN``) training computes the folded, deployed
+    arithmetic with the running statistics fixed.  ``bn`` holds gamma, beta and the statistics.
+    """
+
+    def __init__(self, *args, bn: nn.BatchNorm2d, w_bits=4, per_channel=False, **kwargs):
+        nn.Conv2d.__init__(self, *args, **kwargs)
+        if bn.running_mean is None:
+            raise ValueError("folding a BatchNorm needs its running statistics (track_running_stats=True)")
+        if bn.num_features != self.out_channels:
+            raise ValueError(f"BatchNorm of {bn.num_features} features after a conv with {self.out_channels} outputs")
+        self.bn = bn
+        self.frozen_stats = False
+        self._add_weight_quantizer(w_bits, per_channel)
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, w_bits, a_bits, per_channel=False) -> "QuantLinear":
-        layer = cls(
-            linear.in_features, linear.out_features, bias=linear.bias is not None,
-            device=linear.weight.device, dtype=linear.weight.dtype, w_bits=None, a_bits=None,
-        )
+    def from_float(cls, conv: nn.Conv2d, w_bits, per_channel=False, bn: nn.BatchNorm2d | None = None):
+        layer = _conv_like(conv, cls, w_bits=None, bn=bn)
+        layer._copy_float(conv)
+        layer._add_weight_quantizer(w_bits, per_channel)
+        return layer
+
+    def _gain(self) -> torch.Tensor:
+        bn = self.bn
+        gain = torch.rsqrt(bn.running_var + bn.eps)
+        return gain * bn.weight if bn.weight is not None else gain
+
+    def folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        bn, gain = self.bn, self._gain()
+        bias = -bn.running_mean if self.bias is None else self.bias - bn.running_mean
+        bias = bias * gain
+        if bn.bias is not None:
+            bias = bias + bn.bias
+        return self.weight * gain.reshape(-1, 1, 1, 1), bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.frozen_stats:
+            return super().forward(x)  # the folded arithmetic of the integer kernel
+        gain = self._gain().reshape(1, -1, 1, 1)
+        y = self._conv_forward(x, self.quantized_weight(), None) / gain
+        if self.bias is not None:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return self.bn(y)  # batch statistics; the running ones update as in float training
+
+
+class QuantLinear(QuantLayerMixin, nn.Linear):
+    """``nn.Linear`` on quantized weights, with the bias on the int32 grid of its input."""
+
+    def __init__(self, *args, w_bits=4, per_channel=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._add_weight_quantizer(w_bits, per_channel)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, w_bits, per_channel=False) -> "QuantLinear":
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype, w_bits=None)
         layer._copy_float(linear)
-        layer._add_quantizers(w_bits, a_bits, per_channel)
+        layer._add_weight_quantizer(w_bits, per_channel)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.quantized_input(x)
         return F.linear(x, self.quantized_weight(), self.quantized_bias())
 
 

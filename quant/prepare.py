@@ -15,7 +15,8 @@ from typing import Callable, Iterable
 from torch import nn
 
 from .lsq import check_bits
-from .modules import QUANTIZED_TYPES, QuantLayerMixin, _optional_bits
+from .graph import build_qat_graph
+from .modules import QUANTIZED_TYPES, QuantConvBn2d, QuantLayerMixin, _optional_bits
 
 #: Layers with their own parameters that are fine to leave float (their arithmetic is cheap
 #: and is folded or fused by inference engines).
@@ -115,32 +116,25 @@ def prepare_qat(
     per_channel: bool = False,
     skip: Iterable[str] = (),
     log: Callable[[str], None] | None = print,
+    freeze_bn: bool = False,
 ) -> nn.Module:
-    """Return a copy of ``model`` whose Conv2d/Linear layers fake-quantize (``model`` is untouched).
+    """Return a QAT copy of ``model`` (``model`` is untouched): its Conv2d/Linear layers
+    fake-quantize their weights (BN folded into convolutions), activation quantizers sit on
+    the tensors the deployed integer graph carries (see :mod:`quant.graph`).
 
     Weight step sizes are initialised from the weights; activation step sizes are set by
     :func:`quant.calibrate.calibrate` (or, failing that, from the first batch seen).
-    ``log`` receives the summary table (``None`` for silence).
+    ``log`` receives the summary table (``None`` for silence).  ``freeze_bn`` makes the folded
+    conv-BN layers train on their running statistics (see :class:`quant.QuantConvBn2d`).
     """
     plans = plan_quantization(model, w_bits, a_bits, first_last_bits, per_channel, skip)
-    qmodel = copy.deepcopy(model)
-    for plan in plans:
-        if plan.w_bits is None and plan.a_bits is None:
-            continue
-        parent, attr = _parent_of(qmodel, plan.name)
-        float_layer = getattr(parent, attr)
-        new_type = QUANTIZED_TYPES[type(float_layer)]
-        setattr(parent, attr, new_type.from_float(float_layer, plan.w_bits, plan.a_bits, plan.per_channel))
+    qmodel = build_qat_graph(copy.deepcopy(model), plans)
+    for layer in qmodel.modules():
+        if isinstance(layer, QuantConvBn2d):
+            layer.frozen_stats = bool(freeze_bn)
     if log is not None:
         log(format_summary(plans))
     return qmodel
-
-
-def _parent_of(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    if not name:
-        raise ValueError("the model itself is a single Conv2d/Linear; wrap it in nn.Sequential")
-    parent_name, _, attr = name.rpartition(".")
-    return model.get_submodule(parent_name), attr
 
 
 def layer_bits(model: nn.Module) -> dict[str, dict]:

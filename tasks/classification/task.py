@@ -158,6 +158,14 @@ class ClassificationTask(Task):
             save_figure(confusion_figure(meter.confusion(), names), Path(out_dir) / "confusion_matrix.png", dpi=100)
         return meter.summary(names)
 
+    # -- deployment -----------------------------------------------------------------------
+    def export(self, model: nn.Module, path, images: int | None = None) -> dict:
+        """ONNX of the classifier (integer kernels for a QAT model), checked on test images."""
+        from tasks.qat.exporting import checked_export, export_classifier
+
+        _, val_set = self.build_datasets()
+        return checked_export(export_classifier, model, self.cfg, val_set, path, images=images)
+
 
 def class_names(dataset, num_classes: int) -> list[str]:
     """The dataset's ``classes`` (looking through Subset wrappers), else "0", "1", ..."""

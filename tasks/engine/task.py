@@ -78,6 +78,15 @@ class Task:
         """
         raise NotImplementedError
 
+    # -- deployment ---------------------------------------------------------------------
+    def export(self, model: nn.Module, path, images: int | None = None) -> dict:
+        """Write ``model`` (eval mode, weights loaded) as a deployable file at ``path`` after
+        checking it against PyTorch on ``images`` evaluation inputs; return the report.
+        Raises :class:`UserError` when the file cannot be made or fails its check."""
+        from .errors import UserError
+
+        raise UserError(f"task {self.name or type(self).__name__} does not offer export")
+
     def on_fit_end(self, model: nn.Module, val_loader, out_dir) -> dict:
         """Hook run once on rank 0 after the last epoch (e.g. export); what it returns is
         added to ``results.json``."""

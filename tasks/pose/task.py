@@ -274,6 +274,15 @@ class PoseTask(Task):
                                          int(t.NUM_DRAW), float(t.IN_VIS_THRE))
         return metrics
 
+    # -- deployment ---------------------------------------------------------------------
+    def export(self, model, path, images=None) -> dict:
+        """Float ONNX of the heatmap model, checked on validation crops (tasks/pose/export.py)."""
+        from tasks.qat.exporting import checked_export
+
+        from .export import export_pose
+
+        return checked_export(export_pose, model, self.cfg, self.build_val_dataset(), path, images=images or 16)
+
 
 def _np(x) -> np.ndarray:
     return x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

@@ -4,16 +4,22 @@ Data, models, loss and metrics are classification's; this task only adds the ``Q
 section:
 
 * ``W_BITS`` (2..8), ``A_BITS`` (2..8, 0 = float activations), ``FIRST_LAST_BITS``
-  (2..8 for the first and last layer, 0 = keep them float), ``PER_CHANNEL`` weight scales,
+  (2..8 for the first and last layer, 0 = keep them float), ``PER_CHANNEL`` weight scales
+  (default: BN is folded into the weights, whose channels then differ in range),
   ``SKIP`` (module names kept float);
+* every convolution followed by a BatchNorm becomes one folded conv-BN layer: evaluation
+  and export compute the folded integer arithmetic; training normalises with batch
+  statistics as the float model did, unless ``FREEZE_BN`` (then it trains the folded
+  arithmetic on the frozen running statistics);
 * ``CALIB_BATCHES``: training batches that set the activation step sizes before training;
 * ``PERTURB_STEP_SIZES``: let SAM/BSAM perturb the step sizes too (default: only the latent
   float weights are perturbed; the step sizes sit in their own param group with
   rho = rho_min = 0, and without weight decay, which would shrink them towards 0);
-* ``EXPORT``: write ``model.onnx`` (integer weights, checked with onnxruntime on
-  ``EXPORT_CHECK_IMAGES`` test images) into the run folder at every evaluation of a training
-  run, so the file left at the end is the final model; ``OPSET`` (21 packs <= 4-bit weights
-  as int4).
+* ``EXPORT``: write ``model.onnx`` into the run folder after the last epoch, checked with
+  onnxruntime (its optimised, integer-kernel run) on ``EXPORT_CHECK_IMAGES`` test images; a
+  failed export fails the run (results.json says why, exit status 2); ``EXPORT_FORMAT``:
+  ``int8`` (weights stored as int8: integer kernels, fast) or ``int4`` (<= 4-bit weights
+  packed two per byte: smallest file, float kernels; needs ``OPSET`` >= 21).
 
 ``MODEL.PRETRAINED`` is the float checkpoint to start from (e.g. a classification run's
 ``model_best.pth``).  Evaluation reports top-1/top-5 of the quantized model.
@@ -28,8 +34,10 @@ from torch import nn
 
 from quant import calibrate, prepare_qat, step_size_parameters
 from quant.export import ExportParityError
+from quant.weight_format import INT4_MIN_OPSET, WEIGHT_FORMATS
 from tasks.classification.task import ClassificationTask
 from tasks.engine.errors import UserError
+from tasks.engine.io import save_json
 from tasks.engine.task import register
 
 from .exporting import export_classifier
@@ -50,11 +58,13 @@ class QatTask(ClassificationTask):
             "W_BITS": 4,
             "A_BITS": 4,
             "FIRST_LAST_BITS": 8,
-            "PER_CHANNEL": False,
+            "PER_CHANNEL": True,
+            "FREEZE_BN": False,
             "SKIP": [],
             "CALIB_BATCHES": 4,
             "PERTURB_STEP_SIZES": False,
             "EXPORT": False,
+            "EXPORT_FORMAT": "int8",
             "OPSET": 21,
             "EXPORT_CHECK_IMAGES": 512,
         },
@@ -67,11 +77,15 @@ class QatTask(ClassificationTask):
         "QUANT.SKIP": (lambda v: all(isinstance(s, str) for s in v), "a list of module names"),
         "QUANT.CALIB_BATCHES": (lambda v: v >= 1, "an integer >= 1"),
         "QUANT.OPSET": (lambda v: 13 <= v <= 23, "an integer from 13 to 23 (21+ packs int4 weights)"),
+        "QUANT.EXPORT_FORMAT": list(WEIGHT_FORMATS),
         "QUANT.EXPORT_CHECK_IMAGES": (lambda v: v >= 1, "an integer >= 1"),
     }
 
     def __init__(self, cfg):
         super().__init__(cfg)
+        if cfg.QUANT.EXPORT_FORMAT == "int4" and cfg.QUANT.OPSET < INT4_MIN_OPSET:
+            raise UserError(f"QUANT.EXPORT_FORMAT: int4 needs QUANT.OPSET >= {INT4_MIN_OPSET} "
+                            f"(got {cfg.QUANT.OPSET}); raise the opset or use int8")
 
     # -- building -------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -84,7 +98,7 @@ class QatTask(ClassificationTask):
             return prepare_qat(
                 float_model, w_bits=q.W_BITS, a_bits=q.A_BITS or None,
                 first_last_bits=q.FIRST_LAST_BITS or None, per_channel=q.PER_CHANNEL,
-                skip=q.SKIP, log=log.info,
+                skip=q.SKIP, log=log.info, freeze_bn=q.FREEZE_BN,
             )
         except ValueError as err:
             raise UserError(f"QUANT: {err}") from None
@@ -120,20 +134,24 @@ class QatTask(ClassificationTask):
 
     # -- evaluation -----------------------------------------------------------------------
     def on_fit_end(self, model: nn.Module, val_loader, out_dir: Path) -> dict:
-        """With QUANT.EXPORT, write out_dir/model.onnx once, after the last epoch."""
+        """With QUANT.EXPORT, write out_dir/model.onnx once, after the last epoch.  A model
+        that cannot be exported fails the run: the point of QAT is the deployed file."""
         if not self.cfg.QUANT.EXPORT:
             return {}
-        return self._export(model, val_loader.dataset, Path(out_dir) / "model.onnx")
-
-    def _export(self, model: nn.Module, dataset, path: Path) -> dict[str, float]:
+        path = Path(out_dir) / "model.onnx"
         device_type = next(model.parameters()).device.type
         try:
             with torch.autocast(device_type, enabled=False):
-                report = export_classifier(model, self.cfg, dataset, path)
+                report = export_classifier(model, self.cfg, val_loader.dataset, path)
         except (ExportParityError, ValueError) as err:
-            log.error("ONNX export skipped: %s", err)  # the run goes on; the checkpoint is saved
-            return {"onnx_exported": 0.0}
-        log.info("exported %s (%.2f MB, onnxruntime top-1 agreement %.4f on %d test images)",
-                 path, report.bytes / 1e6, report.top1_agreement, report.checked_inputs)
+            reason = f"ONNX export failed: {err}"
+            save_json({"task": self.cfg.TASK, "name": self.cfg.NAME, "onnx_exported": 0.0, "error": reason,
+                       "run_dir": str(out_dir)}, Path(out_dir) / "results.json")
+            raise UserError(f"{reason} (the trained weights are in {Path(out_dir) / 'checkpoint_last.pth'})") from None
+        log.info("exported %s (%.2f MB, %s weights; onnxruntime: %s, top-1 agreement %.4f, max logit "
+                 "difference %.3g on %d test images)", path, report.bytes / 1e6, report.weight_format,
+                 report.integer_kernels or "no integer kernels", report.top1_agreement, report.max_abs_diff,
+                 report.checked_inputs)
         return {"onnx_exported": 1.0, "onnx_top1_agreement": report.top1_agreement,
-                "onnx_mbytes": report.bytes / 1e6}
+                "onnx_max_logit_diff": report.max_abs_diff, "onnx_mbytes": report.bytes / 1e6,
+                "onnx_integer_kernels": report.integer_kernels}

@@ -94,18 +94,21 @@ def test_w4a4_bsam_runs_and_reports_accuracy(runs):
     assert "QAT layers:" in log and "20 Conv2d/Linear layers: 18 x W4A4, 2 x W8A8" in log
 
 
-def test_export_at_end_of_training_has_integer_weights_and_parity(runs):
+def test_export_at_end_of_training_runs_integer_kernels_with_parity(runs):
     run = runs["w4a4"]
     path = run["run_dir"] / "model.onnx"
     assert run["onnx_exported"] == 1.0
-    assert run["onnx_top1_agreement"] >= 0.99  # on all 1000 test images
+    assert run["onnx_top1_agreement"] >= 0.99  # on all 1000 test images, in the optimised run
+    assert run["onnx_integer_kernels"]["QLinearConv"] == 19 and run["onnx_integer_kernels"]["QLinearAdd"] == 9
     proto = onnx.load(path)
     inits = {t.name: t for t in proto.graph.initializer}
     layers = json.loads({p.key: p.value for p in proto.metadata_props}["quant_layers"])
     assert len(layers) == 20
-    for name, info in layers.items():
-        expected = TensorProto.INT4 if info["w_bits"] == 4 else TensorProto.INT8
-        assert inits[f"{name}.weight_int{info['w_bits']}"].data_type == expected
+    for name, info in layers.items():  # EXPORT_FORMAT int8: 4-bit values stored in int8
+        weight = inits[f"{name}.weight_int{info['w_bits']}"]
+        assert weight.data_type == TensorProto.INT8
+        values = onnx.numpy_helper.to_array(weight)
+        assert -(2 ** (info["w_bits"] - 1)) <= values.min() and values.max() < 2 ** (info["w_bits"] - 1)
         assert f"{name}.weight" not in inits
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["classes"])[0] == "airplane"
@@ -116,9 +119,11 @@ def test_export_tool_parity_and_float_export(runs, tmp_path, tool):
     w4 = runs["w4a4"]
     out = tmp_path / "w4a4.onnx"
     proc = tool("tools/export.py", "--cfg", w4["cfg"], "--checkpoint", w4["run_dir"] / "model_best.pth",
-                    "--out", out, "--check-images", str(TEST_IMAGES), env=ONE_THREAD)
+                "--out", out, "--check-images", str(TEST_IMAGES), "--opts", "QUANT.EXPORT_FORMAT", "int4",
+                env=ONE_THREAD)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["top1_agreement"] >= 0.99 and report["checked_inputs"] == TEST_IMAGES
+    assert report["weight_format"] == "int4" and report["ir_version"] == 10
     assert out.stat().st_size == report["bytes"]
     fl = runs["float"]
     float_out = tmp_path / "float.onnx"
@@ -128,6 +133,25 @@ def test_export_tool_parity_and_float_export(runs, tmp_path, tool):
     assert report["top1_agreement"] == 1.0
     print(f"ONNX bytes: float {float_out.stat().st_size}, W4A4 {out.stat().st_size}")
     assert out.stat().st_size < 0.3 * float_out.stat().st_size
+
+
+def test_a_failed_export_fails_the_run_and_results_say_why(runs, tmp_path):
+    from quant.export import ExportParityError
+
+    cfg = yaml.safe_load(runs["w4a4"]["cfg"].read_text())
+    cfg.update(OUTPUT_DIR=str(tmp_path))
+    cfg["TRAIN"]["MAX_ITERS_PER_EPOCH"] = 1
+    path = write(tmp_path / "failing.yaml", cfg)
+
+    def refuse(*args, **kwargs):
+        raise ExportParityError("onnxruntime disagrees with PyTorch (planted); no file written")
+
+    with mock.patch("tasks.qat.task.export_classifier", refuse), pytest.raises(UserError, match="ONNX export failed"):
+        train(path)
+    run_dir = tmp_path / "qat" / "failing"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["onnx_exported"] == 0.0 and "planted" in results["error"]
+    assert (run_dir / "checkpoint_last.pth").exists() and not (run_dir / "model.onnx").exists()
 
 
 def export_main(*args):

@@ -94,7 +94,7 @@ def test_activation_gradient_scale_counts_features_of_one_sample():
 def test_quantized_weights_take_at_most_2_pow_b_values(bits, per_channel):
     torch.manual_seed(bits)
     conv = torch.nn.Conv2d(16, 8, 3)
-    layer = QuantConv2d.from_float(conv, bits, bits, per_channel=per_channel)
+    layer = QuantConv2d.from_float(conv, bits, per_channel=per_channel)
     w = layer.quantized_weight().detach()
     groups = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
     for values in groups:
@@ -108,10 +108,10 @@ def test_quantized_weights_take_at_most_2_pow_b_values(bits, per_channel):
 def test_step_size_initialised_from_weights():
     torch.manual_seed(3)
     linear = torch.nn.Linear(20, 6)
-    layer = QuantLinear.from_float(linear, 4, 4, per_channel=True)
+    layer = QuantLinear.from_float(linear, 4, per_channel=True)
     expected = 2 * linear.weight.abs().mean(dim=1) / math.sqrt(7)
     assert torch.allclose(layer.weight_quantizer.step_size.detach(), expected)
-    layer = QuantLinear.from_float(linear, 4, 4, per_channel=False)
+    layer = QuantLinear.from_float(linear, 4, per_channel=False)
     assert torch.allclose(layer.weight_quantizer.step_size.detach(), (2 * linear.weight.abs().mean() / math.sqrt(7)).reshape(1))
 
 
@@ -177,7 +177,7 @@ def test_signedness_and_step_restore_from_state_dict():
 
 def test_a_layer_used_twice_in_one_forward_backpropagates():
     """Shared weights: the step-size projection must not invalidate the first use's graph."""
-    layer = QuantConv2d.from_float(torch.nn.Conv2d(4, 4, 3, padding=1), 4, 4)
+    layer = QuantConv2d.from_float(torch.nn.Conv2d(4, 4, 3, padding=1), 4)
     layer.train()
     x = torch.randn(2, 4, 6, 6)
     with torch.no_grad():

@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from quant import (LsqQuantizer, QuantConv2d, QuantLayerMixin, QuantLinear, calibrate, layer_bits,
+from quant import (LsqQuantizer, QuantConv2d, activation_quantizers, QuantLayerMixin, QuantLinear, calibrate, layer_bits,
                    prepare_qat, step_size_parameters)
 from tasks.classification.models import build_classifier
 
@@ -56,7 +56,7 @@ def test_every_layer_converted_as_the_policy_says(name, capsys):
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     out.logsumexp(1).sum().backward()
     steps = step_size_parameters(qmodel)
-    assert len(steps) == 2 * len(layers)
+    assert len(steps) == len(layers) + len(activation_quantizers(qmodel))
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in steps)
     assert all(m.weight.grad is not None for m in qmodel.modules() if isinstance(m, QuantLayerMixin))
 
@@ -83,13 +83,16 @@ def test_activation_only_float_and_signedness_from_calibration():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3),
                           nn.Flatten(), nn.Linear(4, 2))
     qmodel = prepare_qat(model, w_bits=4, a_bits=None, first_last_bits=8, log=None)
-    assert qmodel[2].input_quantizer is None and qmodel[2].w_bits == 4
+    layer = qmodel.get_submodule
+    assert layer("2").input_quantizer is None and layer("2").w_bits == 4
+    assert [q.bits for q in activation_quantizers(qmodel).values()] == [8, 8]  # first and last inputs only
     qmodel = prepare_qat(model, w_bits=4, a_bits=4, first_last_bits=8, log=None)
     x = torch.randn(8, 3, 7, 7)
     calibrate(qmodel, [(x, None)], num_batches=1)
-    assert qmodel[0].input_quantizer.is_signed  # normalised images
-    assert not qmodel[2].input_quantizer.is_signed  # after ReLU
-    assert qmodel[3].input_quantizer.is_signed  # conv output, no ReLU
+    layer = qmodel.get_submodule
+    assert layer("0").input_quantizer.is_signed  # normalised images
+    assert not layer("2").input_quantizer.is_signed  # after ReLU
+    assert layer("3").input_quantizer.is_signed  # conv output, no ReLU
 
 
 def test_calibration_uses_float_activations_and_leaves_bn_alone():
@@ -97,17 +100,17 @@ def test_calibration_uses_float_activations_and_leaves_bn_alone():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
                           nn.Conv2d(4, 2, 1))
     qmodel = prepare_qat(model, w_bits=4, a_bits=4, first_last_bits=8, log=None)
-    bn_before = qmodel[1].running_mean.clone()
+    bn_before = qmodel.get_submodule("0").bn.running_mean.clone()  # folded into conv 0
     batches = [torch.randn(4, 3, 6, 6) for _ in range(3)]
     qmodel.train()
     assert calibrate(qmodel, iter(batches), num_batches=2) == 2
-    assert qmodel.training and torch.equal(qmodel[1].running_mean, bn_before)
+    assert qmodel.training and torch.equal(qmodel.get_submodule("0").bn.running_mean, bn_before)
     with torch.no_grad():
         model.eval()
         inputs = [model[:3](b) for b in batches[:2]]  # the float activations feeding layer 3
     mean_abs = sum(float(i.abs().mean()) for i in inputs) / 2
     expected = 2 * mean_abs / (15 ** 0.5)  # unsigned 4-bit: Qp = 15
-    assert qmodel[3].input_quantizer.step_size.item() == pytest.approx(expected, rel=1e-5)
+    assert qmodel.get_submodule("3").input_quantizer.step_size.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_state_dict_round_trip_gives_the_same_model():
@@ -128,6 +131,9 @@ class WithConv1d(nn.Module):
         self.stem = nn.Conv2d(3, 4, 3)
         self.temporal = nn.Conv1d(4, 4, 3)
         self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.temporal(self.stem(x).mean(3)).mean(2))
 
 
 def test_unknown_layer_types_and_bad_arguments_are_clear_errors():

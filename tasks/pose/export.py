@@ -1,0 +1,46 @@
+"""Export a SimpleBaseline pose model to float ONNX, checked on the config's validation crops.
+
+The parity check runs the exported heatmaps in onnxruntime against PyTorch: every joint's
+heatmap peak must land on the same pixel (>= 99% of them) and the heatmaps must agree to
+float noise.  Metadata records what a deployment needs besides the graph (joints, input
+size, normalisation, heatmap size); README shows the exported model run on a picture.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from quant.export import ExportReport, Tolerance, export_onnx
+from tasks.qat.exporting import check_images
+
+from .images import IMAGENET_MEAN, IMAGENET_STD
+from .skeleton import NUM_JOINTS
+
+#: Float export: the heatmaps match up to summation order, so the peaks match.
+HEATMAP_TOLERANCE = Tolerance(min_top1_agreement=0.99, max_rel_mean_diff=1e-3)
+
+
+def pose_metadata(cfg) -> dict[str, str]:
+    width, height = (int(v) for v in cfg.MODEL.IMAGE_SIZE)
+    return {
+        "task": cfg.TASK,
+        "config": cfg.NAME,
+        "model": cfg.MODEL.NAME,
+        "joints": str(NUM_JOINTS),
+        "input": json.dumps({"width": width, "height": height, "mean": IMAGENET_MEAN.tolist(),
+                             "std": IMAGENET_STD.tolist(), "color": "RGB" if cfg.DATASET.COLOR_RGB else "BGR",
+                             "layout": "NCHW float, (x/255 - mean) / std of a person crop"}),
+        "output": "NCHW joint heatmaps (COCO joint order); decode with tasks.pose.decode.decode_heatmaps",
+    }
+
+
+def export_pose(model: nn.Module, cfg, dataset, path: str | Path | None, images: int = 16,
+                threads: int | None = None) -> ExportReport:
+    """Float ONNX of ``model`` at ``path`` (atomically, only if onnxruntime's heatmaps agree
+    with PyTorch's on ``images`` validation crops); raises ExportParityError / ValueError."""
+    inputs = check_images(dataset, images)
+    _, report = export_onnx(model, inputs, path, opset=17, tolerance=HEATMAP_TOLERANCE,
+                            metadata=pose_metadata(cfg), threads=threads)
+    return report
