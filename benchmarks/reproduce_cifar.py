@@ -442,7 +442,7 @@ def flatness_comparison(jobs: list[Job], planned: dict[str, list[str]], weights:
     print(f"comparing the flatness of {', '.join(names)} (same batches and directions)", flush=True)
     comparison = compare_checkpoints(
         [(config_lib.load(cfg, planned[n]), weights[n]) for n in names], [job.label(0) for job in chosen],
-        batches=args.flatness_batches, topk=50, iters=max(args.lanczos_iters, 50),
+        batches=args.flatness_batches, topk=args.compare_topk, iters=max(args.lanczos_iters, args.compare_topk),
         trace_samples=args.trace_samples, landscape="both", steps=args.landscape_steps, seed=0)
     for entry, name in zip(comparison["entries"], names):
         entry["checkpoint_name"] = name
@@ -480,6 +480,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lanczos-iters", type=int, default=20)
     p.add_argument("--trace-samples", type=int, default=20)
     p.add_argument("--landscape-steps", type=int, default=21)
+    p.add_argument("--compare-topk", type=int, default=50,
+                   help="Hessian eigenvalues per model in the side-by-side comparison (the paper's figure: 50)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training run (default 1)")
     p.add_argument("--workers", type=int, help="data loader workers (default: the preset's)")
     p.add_argument("--out", type=Path, help="default: output/benchmarks/reproduce_cifar_<preset>")

@@ -51,7 +51,8 @@ def test_dry_run_lists_every_run_and_the_time():
 def test_smoke_every_row(cifar_like, tmp_path):
     out = tmp_path / "bench"
     proc = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0",
-               "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--out", str(out))
+               "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--compare-topk", "3",
+               "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     rows = {r["row"]: r for r in results["rows"]}
@@ -72,6 +73,6 @@ def test_smoke_every_row(cifar_like, tmp_path):
     assert len(list((out / "flatness").glob("*.png"))) >= 2
     # finished runs are reused, not retrained
     again = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0",
-                "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--out", str(out),
-                "--report")
+                "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--compare-topk", "3",
+                "--out", str(out), "--report")
     assert again.returncode == 0 and "10 done, 0 to run" in again.stdout
