@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-from tasks.engine import cli, config
+from tasks.engine import cli, config, distributed
 from tasks.engine.trainer import Trainer
 
 
@@ -25,6 +25,7 @@ def main() -> int:
         minutes = (time.perf_counter() - started) / 60  # data preparation and evaluation included
         trainer.log.info(f"done in {minutes:.1f} min")
         print(json.dumps({"run_dir": results["run_dir"], "best": results["best"], "minutes": round(minutes, 1)}))
+    distributed.shutdown()  # every rank done before the group goes (after an error: torchrun ends them)
     return 0
 
 
