@@ -267,10 +267,8 @@ class Trainer:
 
     def _train_step(self, batch) -> tuple[float, dict, int]:
         first: list = []
-        clip = self.cfg.TRAIN.CLIP_GRAD_NORM
+        clip, scaler = self.cfg.TRAIN.CLIP_GRAD_NORM, self.scaler
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-
-        scaler = self.scaler
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
