@@ -97,7 +97,7 @@ def test_grad_scaler_path_gives_the_unscaled_update(tiny_cls_cfg, method, clip):
     (fp32 numerics, power-of-two scale) the weights match the unscaled run's.  (BSAM runs
     unclipped: its third pass turns the 1-ulp differences that clip_grad_norm_'s unscaled
     epsilon leaves into 1e-4 ones on this tiny network.)"""
-    sections = dict(SAM={"METHOD": method, "RHO_MIN_END": 0.0},
+    sections = dict(SAM={"METHOD": method, "RHO_MIN_END": 0.0}, DEVICE="cpu",
                     TRAIN={"MAX_ITERS_PER_EPOCH": 2, "CLIP_GRAD_NORM": clip})
     plain = first_epoch_weights(tiny_cls_cfg(f"plain_{method}", **sections))
     scaler = CountingScaler("cpu", init_scale=2.0**12)
@@ -113,7 +113,7 @@ def test_compiled_bsam_does_not_recompile_every_step(tiny_cls_cfg):
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
-    cfg = config.load(tiny_cls_cfg("compiled", COMPILE="eager", TRAIN={"MAX_ITERS_PER_EPOCH": 2}))
+    cfg = config.load(tiny_cls_cfg("compiled", COMPILE="eager", DEVICE="cpu", TRAIN={"MAX_ITERS_PER_EPOCH": 2}))
     trainer = Trainer(cfg)
     trainer.train_epoch(0)
     graphs = counters["stats"]["unique_graphs"]
