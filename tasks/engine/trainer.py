@@ -34,6 +34,10 @@ def pick_device(name: str) -> torch.device:
                         "use DEVICE auto or cpu")
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    if dist.local_rank() >= torch.cuda.device_count():
+        raise UserError(f"LOCAL_RANK {dist.local_rank()} but this machine has {torch.cuda.device_count()} "
+                        "CUDA device(s); start at most that many processes per machine (torchrun "
+                        "--nproc_per_node), or use DEVICE cpu")
     return torch.device("cuda", dist.local_rank())
 
 

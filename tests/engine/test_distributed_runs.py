@@ -43,13 +43,13 @@ class Runs:
         out = self.root / "out"
         if task == "classification":
             cfg = self.root / f"{name}.yaml"
-            cfg.write_text(_tiny_cls_yaml(self.cls_root, out, TRAIN={"END_EPOCH": 2, "BATCH_SIZE_PER_GPU": 4},
+            cfg.write_text(_tiny_cls_yaml(self.cls_root, out, DEVICE="cpu", TRAIN={"END_EPOCH": 2, "BATCH_SIZE_PER_GPU": 4},
                                           TEST={"BATCH_SIZE_PER_GPU": 4}))  # 4 val batches: 3 ranks get 2, 2, 0
             return cfg, [], out / "classification" / name
         opts = ["NAME", name, "OUTPUT_DIR", out, "DATASET.ROOT", self.coco, "TRAIN.END_EPOCH", 2,
                 "TRAIN.EVAL_EVERY", 2, "TRAIN.MAX_ITERS_PER_EPOCH", 2, "MODEL.IMAGE_SIZE", "[32,64]",
                 "MODEL.HEATMAP_SIZE", "[8,16]", "TEST.BATCH_SIZE_PER_GPU", 16, "TEST.NUM_DRAW", 0,
-                "DETERMINISTIC", "true"]  # 68 val persons: 5 batches over the ranks
+                "DETERMINISTIC", "true", "DEVICE", "cpu"]  # 68 val persons: 5 batches over the ranks
         return POSE_CFG, opts, out / "pose" / name
 
     def get(self, task: str, nproc: int) -> tuple[Path, Path]:
