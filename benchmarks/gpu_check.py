@@ -86,7 +86,7 @@ def torchrun_training(out: Path) -> None:
         resumed = torch.load(out / "pose" / "stopped" / "checkpoint_last.pth", weights_only=True)["model"]
         diff = max((full[k].double() - resumed[k].double()).abs().max().item() for k in full)
         report("torchrun x1", "SIGTERM at step 5, --resume vs uninterrupted",
-               "pass" if diff == 0.0 else "FAIL", f"max |weight difference| {diff:.3g}")
+               "pass" if diff == 0.0 else "FAIL", f"max abs weight difference {diff:.3g}")
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
         report("torchrun x1", item, "FAIL", str(err).splitlines()[0])
         print(err)
