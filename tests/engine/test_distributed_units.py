@@ -121,3 +121,16 @@ def test_compiled_bsam_does_not_recompile_every_step(tiny_cls_cfg):
     trainer.train_epoch(1)  # six more passes, with batch norm frozen and not
     assert counters["stats"]["unique_graphs"] == graphs
     torch._dynamo.reset()
+
+
+def test_sync_bn_needs_cuda_and_channels_last_lays_out_the_model():
+    from tasks.engine.acceleration import prepare_model
+
+    cfg = config.make_config({"MODEL": {"NAME": "cifar_resnet20", "SYNC_BN": True}, "CHANNELS_LAST": True},
+                             task="classification")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    with pytest.raises(UserError, match="MODEL.SYNC_BN needs CUDA devices"):
+        prepare_model(model, cfg, torch.device("cpu"), world=2)
+    prepared = prepare_model(model, cfg, torch.device("cpu"), world=1)  # one process: plain BN
+    assert isinstance(prepared[1], torch.nn.BatchNorm2d)
+    assert prepared[0].weight.is_contiguous(memory_format=torch.channels_last)
