@@ -58,8 +58,8 @@ class EvalShard(Sampler[int]):
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:
-    """The seed of one rank's augmentations in one epoch: a pure function of its inputs, so
-    ranks draw different streams and a run resumed at an epoch boundary draws the same."""
+    """The seed of one rank's augmentations in one epoch (its loader workers'): a pure function
+    of its inputs, so ranks draw different streams and a resumed run draws the same."""
     return int(np.random.SeedSequence([seed % 2**64, rank, epoch]).generate_state(1, np.uint64)[0] % 2**63)
 
 

@@ -95,6 +95,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer, self.scheduler = self._build_optimizer()
         self.net = compile_model(self.net, cfg.COMPILE)
+        if self.rank:  # the same weights everywhere, but each rank its own augmentations
+            seed_everything(epoch_seed(cfg.SEED, self.rank, 0))
 
         self.start_epoch, self.skip_iters, self.global_step = cfg.TRAIN.BEGIN_EPOCH, 0, 0
         self.history: list[dict] = []
@@ -160,13 +162,15 @@ class Trainer:
         rngs, partials = state["rng"], state["partial"]
         if isinstance(rngs, dict):  # written by an earlier version (one process)
             rngs, partials = [rngs], [partials]
-        if self.skip_iters and len(rngs) != self.world:
+        if len(rngs) == self.world:
+            set_rng_state(rngs[self.rank])
+            self.partial = partials[self.rank] if self.skip_iters else {}
+        elif self.skip_iters:
             raise UserError(f"{self.run_dir / checkpoint.LAST} was stopped in the middle of an epoch "
                             f"by a run of {len(rngs)} process(es); resume it with {len(rngs)} "
                             f"(this run has {self.world})")
-        if self.skip_iters:  # at an epoch boundary train_epoch re-seeds from (seed, rank, epoch)
-            set_rng_state(rngs[self.rank])
-            self.partial = partials[self.rank]
+        else:  # another number of processes, at an epoch boundary: fresh per-rank streams
+            seed_everything(epoch_seed(self.cfg.SEED, self.rank, self.start_epoch))
         self.log.info(f"resumed from {self.run_dir / checkpoint.LAST}: epoch {self.start_epoch}, "
                       f"{self.skip_iters} iterations done")
 
@@ -219,10 +223,8 @@ class Trainer:
         self.net.train()
         skip = self.skip_iters if epoch == self.start_epoch else 0
         self.sampler.set_epoch(epoch, skip=skip * self.cfg.TRAIN.BATCH_SIZE_PER_GPU)
-        seed = epoch_seed(self.cfg.SEED, self.rank, epoch)
-        self.train_loader.generator.manual_seed(seed)  # loader workers' seeds
-        if not skip:  # mid-epoch, the generators come from the checkpoint
-            seed_everything(seed)
+        # loader workers' seeds: a function of (seed, rank, epoch), so a resume is exact with them
+        self.train_loader.generator.manual_seed(epoch_seed(self.cfg.SEED, self.rank, epoch))
         sums = self.partial if skip else {}
         diagnostics = DiagnosticsMeter()
         diagnostics.__dict__.update(sums.pop("_diagnostics", {}))
