@@ -7,7 +7,7 @@ written the way one usually first writes it, with three saved copies per paramet
 All use the same base optimizer (SGD, momentum 0.9).  Also prints the persistent extra
 state each wrapper keeps, in bytes per parameter byte.
 
-    python benchmarks/optim_overhead.py [--steps 20] [--models resnet18 resnet50]
+    python benchmarks/optim_overhead.py [--steps 20] [--models resnet18 resnet50] [--devices cpu cuda]
 """
 from __future__ import annotations
 
@@ -111,8 +111,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"],
+                        help="cuda rows print only when a GPU is present")
     args = parser.parse_args()
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = [torch.device(d) for d in args.devices if d == "cpu" or torch.cuda.is_available()]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
           f"median of {args.steps} steps; optimizer-side time only (no forward/backward)\n")
     print(f"| model | device | optimizer | ms / step | vs loop BSAM | extra state / param bytes |")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from tasks.engine import cli, config, run_dir
+from tasks.engine import cli, config, distributed, run_dir
 from tasks.engine.errors import UserError
 from tasks.engine.io import json_text
 from tasks.engine.trainer import Trainer, run_dir_of
@@ -41,13 +41,13 @@ def main() -> int:
         except UserError as err:
             trainer.log.error(f"error: {cli.one_line(err)}")
             raise
-    if results.get("stopped"):
-        return cli.STOPPED
-    if trainer.is_main:
+    stopped = bool(results.get("stopped"))
+    if trainer.is_main and not stopped:
         minutes = (time.perf_counter() - started) / 60  # data preparation and evaluation included
         trainer.log.info(f"done in {minutes:.1f} min")
         print(json_text({"run_dir": results["run_dir"], "best": results["best"], "minutes": round(minutes, 1)}))
-    return 0
+    distributed.shutdown()  # every rank done before the group goes (after an error: torchrun ends them)
+    return cli.STOPPED if stopped else 0
 
 
 if __name__ == "__main__":

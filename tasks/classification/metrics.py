@@ -20,13 +20,17 @@ import torch.nn.functional as F
 
 
 class ClassificationMeter:
-    """Accumulates a confusion matrix, top-5 hits and the loss over batches (on the device)."""
+    """Accumulates a confusion matrix, top-5 hits and the loss over batches (on the device).
+
+    The loss is kept as one sum per batch and added up in batch order at the end, so that
+    meters of consecutive shards of the val set, :meth:`merged` in order, give exactly the
+    numbers of one meter over the whole set (distributed evaluation)."""
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
         self.num_classes = num_classes
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
         self.top5_hits = torch.zeros((), dtype=torch.long, device=device)
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.loss_sums: list[torch.Tensor] = []
         self.count = 0
 
     @torch.no_grad()
@@ -37,8 +41,25 @@ class ClassificationMeter:
         self.matrix += torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
         top = logits.topk(min(5, k), dim=1).indices
         self.top5_hits += (top == labels[:, None]).any(1).sum()
-        self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+        self.loss_sums.append(F.cross_entropy(logits, labels, reduction="sum").double())
         self.count += int(labels.numel())
+
+    def state(self) -> dict:
+        """The counts as CPU tensors and ints, for gathering from other ranks."""
+        losses = torch.stack(self.loss_sums).cpu() if self.loss_sums else torch.zeros(0, dtype=torch.float64)
+        return {"matrix": self.matrix.cpu(), "top5_hits": int(self.top5_hits), "loss_sums": losses,
+                "count": self.count}
+
+    @classmethod
+    def merged(cls, states: list[dict]) -> "ClassificationMeter":
+        """One (CPU) meter over shards given in val-set order."""
+        meter = cls(states[0]["matrix"].shape[0])
+        for state in states:
+            meter.matrix += state["matrix"]
+            meter.top5_hits += state["top5_hits"]
+            meter.loss_sums += list(state["loss_sums"])
+            meter.count += state["count"]
+        return meter
 
     def confusion(self) -> np.ndarray:
         """``[true class, predicted class]`` counts."""
@@ -54,7 +75,7 @@ class ClassificationMeter:
             "top1": 100.0 * float(m.trace()) / total,
             "top5": 100.0 * float(self.top5_hits) / total,
             "mean_class_acc": 100.0 * float(per_class[present].mean()) if present.any() else 0.0,
-            "loss": float(self.loss_sum) / total,
+            "loss": sum(float(s) for s in self.loss_sums) / total,
         }
         for i in np.flatnonzero(present):
             out[f"acc_{safe_name(names[i])}"] = 100.0 * float(per_class[i])

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.engine.distributed import gather_to_main
 from tasks.engine.errors import UserError
 from tasks.engine.io import save_figure
 from tasks.engine.pretrained import load_into, resolve_pretrained
@@ -146,13 +147,20 @@ class ClassificationTask(Task):
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, out_dir) -> dict[str, float]:
-        """top1/top5/mean_class_acc/acc_<class> in percent, loss; confusion_matrix.png in out_dir."""
+        """top1/top5/mean_class_acc/acc_<class> in percent, loss; confusion_matrix.png in out_dir.
+
+        Distributed, each rank meters its shard of the val set and rank 0 scores the merged
+        counts; the other ranks return ``{}``."""
         device = next(model.parameters()).device
         meter = ClassificationMeter(self.cfg.MODEL.NUM_CLASSES, device)
         for images, labels in loader:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             meter.update(model(images), labels)
+        shards = gather_to_main(meter.state())
+        if shards is None:
+            return {}
+        meter = ClassificationMeter.merged(shards)
         names = class_names(loader.dataset, self.cfg.MODEL.NUM_CLASSES)
         if out_dir is not None:
             save_figure(confusion_figure(meter.confusion(), names), Path(out_dir) / "confusion_matrix.png", dpi=100)

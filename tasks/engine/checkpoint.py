@@ -20,8 +20,8 @@ BEST = "model_best.pth"
 
 #: What ``--resume`` reads, and the type each field must have.
 RESUME_FIELDS = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int,
-                 "iters_done": int, "global_step": int, "rng": dict, "history": list,
-                 "best": dict, "partial": dict}
+                 "iters_done": int, "global_step": int, "rng": (dict, list), "history": list,
+                 "best": dict, "partial": (dict, list)}
 
 
 def save(path: Path, **state) -> Path:

@@ -38,6 +38,31 @@ class EpochSampler(Sampler[int]):
         return self.per_rank - self.skip
 
 
+class EvalShard(Sampler[int]):
+    """This rank's block of whole evaluation batches, in order: rank r gets batches
+    r*q .. (r+1)*q-1 (q = ceil(batches / world)).  Every batch holds exactly the samples
+    it holds in a one-process evaluation, and concatenating the ranks' outputs in rank
+    order gives the one-process order, so gathered metrics are bit-identical."""
+
+    def __init__(self, size: int, batch_size: int, rank: int = 0, world: int = 1):
+        batches = -(-size // batch_size)
+        per_rank = -(-batches // world)
+        self.start = min(rank * per_rank * batch_size, size)
+        self.stop = min((rank + 1) * per_rank * batch_size, size)
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of one rank's augmentations in one epoch (its loader workers'): a pure function
+    of its inputs, so ranks draw different streams and a resumed run draws the same."""
+    return int(np.random.SeedSequence([seed % 2**64, rank, epoch]).generate_state(1, np.uint64)[0] % 2**63)
+
+
 def seed_worker(worker_id: int) -> None:
     """Seed NumPy and ``random`` in a loader worker from the seed PyTorch gave it."""
     seed = torch.initial_seed() % 2**32
@@ -46,23 +71,30 @@ def seed_worker(worker_id: int) -> None:
 
 
 def make_loader(dataset, batch_size: int, workers: int, sampler, collate_fn=None,
-                drop_last: bool = False, pin_memory: bool = False, seed: int = 0) -> DataLoader:
+                drop_last: bool = False, pin_memory: bool = False, seed: int = 0,
+                persistent_workers: bool = False) -> DataLoader:
+    """``generator`` seeds the workers (re-seed it per epoch, see :func:`epoch_seed`);
+    persistent workers keep their generators across epochs, so they trade exact resumes
+    for faster epoch starts."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn, drop_last=drop_last, pin_memory=pin_memory,
-                      worker_init_fn=seed_worker, persistent_workers=False,
+                      worker_init_fn=seed_worker, persistent_workers=persistent_workers and workers > 0,
                       generator=torch.Generator().manual_seed(seed))
 
 
-def to_device(batch, device: torch.device):
-    """Move every tensor of a (nested) batch to ``device``; other values pass through."""
+def to_device(batch, device: torch.device, channels_last: bool = False):
+    """Move every tensor of a (nested) batch to ``device``; other values pass through.
+    ``channels_last`` lays 4-D floating tensors (images) out as NHWC."""
     if isinstance(batch, torch.Tensor):
+        if channels_last and batch.dim() == 4 and batch.is_floating_point():
+            return batch.to(device, non_blocking=True, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, list):
-        return [to_device(v, device) for v in batch]
+        return [to_device(v, device, channels_last) for v in batch]
     if isinstance(batch, tuple):
-        return tuple(to_device(v, device) for v in batch)
+        return tuple(to_device(v, device, channels_last) for v in batch)
     return batch
 
 
@@ -78,8 +110,8 @@ def rng_state() -> dict:
     state = {"python": random.getstate(),
              "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's GPU only: touching the others makes contexts there
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -89,4 +121,7 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        if isinstance(state["cuda"], list):  # written by an earlier version: every GPU's state
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            torch.cuda.set_rng_state(state["cuda"])

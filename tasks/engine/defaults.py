@@ -13,16 +13,19 @@ BASE = {
     "OUTPUT_DIR": "output",
     "LOG_DIR": "log",  # HRNet key, unused (logs go to the run directory)
     "DATA_DIR": "",  # HRNet key, unused
-    "GPUS": None,  # HRNet key (a list or "(0,1,2,3)"); the device is chosen by DEVICE / torchrun
+    "GPUS": None,  # HRNet key (a list or "(0,1,2,3)"); devices come from torchrun (a hint if N > 1)
     "WORKERS": 2,
     "PRINT_FREQ": 20,
     "AUTO_RESUME": False,
     "PIN_MEMORY": True,
+    "PERSISTENT_WORKERS": False,  # keep loader workers between epochs (resumes then augment differently)
     "RANK": 0,  # HRNet key, unused (torchrun sets the rank)
     "SEED": 0,
     "DETERMINISTIC": False,
     "DEVICE": "auto",  # auto | cpu | cuda
-    "AMP": "none",  # none | bf16
+    "AMP": "none",  # none | bf16 | fp16 (fp16: CUDA only, with a GradScaler)
+    "CHANNELS_LAST": False,  # NHWC model and images (faster convolutions on tensor cores)
+    "COMPILE": "none",  # none | inductor | aot_eager | eager: torch.compile backend of the model
     "CUDNN": {"BENCHMARK": True, "DETERMINISTIC": False, "ENABLED": True},
     "DATASET": {
         "DATASET": "",
@@ -36,6 +39,7 @@ BASE = {
         "PRETRAINED": "",
         "INIT_WEIGHTS": True,
         "NUM_CLASSES": 10,
+        "SYNC_BN": False,  # batch-norm statistics over all ranks (small per-GPU batches; CUDA)
     },
     "LOSS": {},
     "TRAIN": {
@@ -84,7 +88,8 @@ RENAMED = {"TRAIN.BATCH_SIZE": "TRAIN.BATCH_SIZE_PER_GPU", "TEST.BATCH_SIZE": "T
 #: Allowed values for base keys (dotted name -> choices, or (predicate, description)).
 CHECKS = {
     "DEVICE": ["auto", "cpu", "cuda"],
-    "AMP": ["none", "bf16"],
+    "AMP": ["none", "bf16", "fp16"],
+    "COMPILE": ["none", "inductor", "aot_eager", "eager"],
     "TRAIN.OPTIMIZER": ["sgd", "adam", "adamw"],
     "TRAIN.LR_SCHEDULER": ["multistep", "cosine", "constant"],
     "SAM.METHOD": ["none", "sam", "asam", "bsam"],

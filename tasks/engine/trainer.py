@@ -6,7 +6,6 @@ three times; the wrappers keep batch-norm statistics still after the first pass.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -19,7 +18,9 @@ from tqdm import tqdm
 import optim
 
 from . import checkpoint, config as config_mod, distributed as dist, resume as resume_check
-from .data import EpochSampler, make_loader, rng_state, seed_everything, set_rng_state, to_device
+from .acceleration import autocast, compile_model, launch_hint, make_scaler, prepare_model, scaled_step
+from .data import (EpochSampler, EvalShard, epoch_seed, make_loader, rng_state, seed_everything,
+                   set_rng_state, to_device)
 from .errors import UserError
 from .guard import NonFiniteSteps
 from .io import save_json
@@ -35,6 +36,10 @@ def pick_device(name: str) -> torch.device:
                         "use DEVICE auto or cpu")
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
+    if dist.local_rank() >= torch.cuda.device_count():
+        raise UserError(f"LOCAL_RANK {dist.local_rank()} but this machine has {torch.cuda.device_count()} "
+                        "CUDA device(s); start at most that many processes per machine (torchrun "
+                        "--nproc_per_node), or use DEVICE cpu")
     return torch.device("cuda", dist.local_rank())
 
 
@@ -49,7 +54,8 @@ class Trainer:
         self.cfg = cfg
         self.accept_config_change = accept_config_change
         self.device = pick_device(cfg.DEVICE)
-        self.rank, self.world = dist.init_from_env(self.device.type)
+        self.scaler = make_scaler(cfg.AMP, self.device)  # fp16 only; an error on a CPU-only machine
+        self.rank, self.world = dist.init_from_env(self.device)
         self.is_main = self.rank == 0
         seed_everything(cfg.SEED)
         if cfg.DETERMINISTIC:
@@ -74,21 +80,27 @@ class Trainer:
         pin = cfg.PIN_MEMORY and self.device.type == "cuda"
         self.train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.WORKERS,
                                         self.sampler, collate, drop_last=False, pin_memory=pin,
-                                        seed=cfg.SEED)
-        self.val_loader = make_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, cfg.WORKERS, None,
-                                      collate, pin_memory=pin, seed=cfg.SEED)
+                                        seed=cfg.SEED, persistent_workers=cfg.PERSISTENT_WORKERS)
+        # each rank evaluates its block of the val set; the task gathers it on rank 0
+        val_shard = EvalShard(len(val_set), cfg.TEST.BATCH_SIZE_PER_GPU, self.rank, self.world)
+        self.val_loader = make_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, cfg.WORKERS, val_shard,
+                                      collate, pin_memory=pin, seed=cfg.SEED,
+                                      persistent_workers=cfg.PERSISTENT_WORKERS)
         self.iters_per_epoch = len(self.train_loader)
         if cfg.TRAIN.MAX_ITERS_PER_EPOCH:
             self.iters_per_epoch = min(self.iters_per_epoch, cfg.TRAIN.MAX_ITERS_PER_EPOCH)
 
         model = self.task.build_model().to(self.device)
         self.task.setup(model, self.train_loader, self.device)
-        self.model = model
-        self.net = model  # what the forward passes run through (DDP-wrapped when distributed)
-        if self.world > 1:
+        self.model = prepare_model(model, cfg, self.device, self.world)
+        self.net = self.model  # what the forward passes run through (DDP-wrapped when distributed)
+        if dist.is_distributed():
             self.net = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer, self.scheduler = self._build_optimizer()
+        self.net = compile_model(self.net, cfg.COMPILE)
+        if self.rank:  # the same weights everywhere, but each rank its own augmentations
+            seed_everything(epoch_seed(cfg.SEED, self.rank, 0))
 
         self.start_epoch, self.skip_iters, self.global_step = cfg.TRAIN.BEGIN_EPOCH, 0, 0
         self.history: list[dict] = []
@@ -118,22 +130,25 @@ class Trainer:
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
     def _autocast(self):
-        if self.cfg.AMP == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.cfg.AMP, self.device)
 
     # -- checkpoints -------------------------------------------------------------------
-    def _state(self, epoch: int, iters_done: int) -> dict:
+    def _state(self, epoch: int, iters_done: int, ranks: list[dict]) -> dict:
         """Resume point after ``iters_done`` iterations of ``epoch`` (0 = epoch complete
-        and ``epoch`` is the next one)."""
+        and ``epoch`` is the next one).  ``ranks``: every rank's generators and partial
+        epoch sums (``rng`` and ``partial`` are lists indexed by rank)."""
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict(), epoch=epoch, iters_done=iters_done,
-                    global_step=self.global_step, rng=rng_state(), history=self.history,
-                    best=self.best, partial=self.partial, config=self.cfg.to_dict())
+                    global_step=self.global_step, rng=[r["rng"] for r in ranks],
+                    history=self.history, best=self.best,
+                    partial=[r["partial"] for r in ranks], config=self.cfg.to_dict(),
+                    **({"scaler": self.scaler.state_dict()} if self.scaler else {}))
 
     def _save_last(self, epoch: int, iters_done: int) -> None:
+        """Called by every rank at the same point; rank 0 writes the one checkpoint."""
+        ranks = dist.gather_to_main({"rng": rng_state(), "partial": self.partial})
         if self.is_main:
-            checkpoint.save(self.run_dir / checkpoint.LAST, **self._state(epoch, iters_done))
+            checkpoint.save(self.run_dir / checkpoint.LAST, **self._state(epoch, iters_done, ranks))
 
     def _resume_point(self) -> dict:
         """The checkpoint to continue, once its config was compared with this one."""
@@ -149,7 +164,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
+            if self.scaler and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise UserError(f"{self.run_dir / checkpoint.LAST} does not fit this config "
                             f"({str(err).splitlines()[0][:160]})") from None
@@ -158,7 +174,19 @@ class Trainer:
             self.log.warning(f"config changes accepted: {'; '.join(self._config_changes)}")
         self.start_epoch, self.skip_iters = state["epoch"], state["iters_done"]
         self.global_step, self.history = state["global_step"], state["history"]
-        self.best, self.partial = state["best"], state["partial"]
+        self.best = state["best"]
+        rngs, partials = state["rng"], state["partial"]
+        if isinstance(rngs, dict):  # written by an earlier version (one process)
+            rngs, partials = [rngs], [partials]
+        if len(rngs) == self.world:
+            set_rng_state(rngs[self.rank])
+            self.partial = partials[self.rank] if self.skip_iters else {}
+        elif self.skip_iters:
+            raise UserError(f"{self.run_dir / checkpoint.LAST} was stopped in the middle of an epoch "
+                            f"by a run of {len(rngs)} process(es); resume it with {len(rngs)} "
+                            f"(this run has {self.world})")
+        else:  # another number of processes, at an epoch boundary: fresh per-rank streams
+            seed_everything(epoch_seed(self.cfg.SEED, self.rank, self.start_epoch))
         self.log.info(f"resumed from {self.run_dir / checkpoint.LAST}: epoch {self.start_epoch}, "
                       f"{self.skip_iters} iterations done")
 
@@ -169,6 +197,9 @@ class Trainer:
         self.log.info(f"{cfg.TASK}/{cfg.NAME}: {cfg.SAM.METHOD} over {cfg.TRAIN.OPTIMIZER}, "
                       f"{self.iters_per_epoch} it/epoch, epochs {self.start_epoch}..{end - 1}, "
                       f"device {self.device}, world {self.world}")
+        hint = launch_hint(cfg.GPUS, self.world, cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.source)
+        if hint:
+            self.log.warning(hint)
         start_time = time.perf_counter()
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
@@ -182,6 +213,9 @@ class Trainer:
                     row.update({f"val_{k}": v for k, v in self._evaluate(self.run_dir).items()})
                 self.history.append(row)
                 self._end_epoch(epoch, row)
+                if epoch + 1 < end and dist.any_rank(self._stop_signal is not None):
+                    self.log.warning(f"stopped after epoch {epoch}; resume with --resume")
+                    return {"stopped": True, "epoch": epoch + 1}
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -205,6 +239,8 @@ class Trainer:
         self.net.train()
         skip = self.skip_iters if epoch == self.start_epoch else 0
         self.sampler.set_epoch(epoch, skip=skip * self.cfg.TRAIN.BATCH_SIZE_PER_GPU)
+        # loader workers' seeds: a function of (seed, rank, epoch), so a resume is exact with them
+        self.train_loader.generator.manual_seed(epoch_seed(self.cfg.SEED, self.rank, epoch))
         sums = self.partial if skip else {}
         diagnostics = DiagnosticsMeter()
         diagnostics.__dict__.update(sums.pop("_diagnostics", {}))
@@ -214,7 +250,7 @@ class Trainer:
         for batch in self.train_loader:
             if it >= self.iters_per_epoch:
                 break
-            loss, stats, n = self._train_step(to_device(batch, self.device))
+            loss, stats, n = self._train_step(to_device(batch, self.device, self.cfg.CHANNELS_LAST))
             it += 1
             self.global_step += 1
             for key, value in {"loss": loss, **stats}.items():
@@ -233,7 +269,8 @@ class Trainer:
                 bar.update()
                 if it % self.cfg.PRINT_FREQ == 0 and bar.disable:
                     self.log.info(f"epoch {epoch} it {it}/{self.iters_per_epoch} loss {loss:.4f} lr {lr:.4g}")
-            if self._stop_signal is not None and it < self.iters_per_epoch:
+            # one agreed decision: a signal on any rank stops every rank after this iteration
+            if dist.any_rank(self._stop_signal is not None) and it < self.iters_per_epoch:
                 self.partial = {**sums, "_diagnostics": dict(diagnostics.__dict__)}
                 self._save_last(epoch, it)
                 self.log.warning(f"stopped at epoch {epoch}, iteration {it}; resume with --resume")
@@ -253,32 +290,34 @@ class Trainer:
 
     def _train_step(self, batch) -> tuple[float, dict, int]:
         first: list = []
-        clip = self.cfg.TRAIN.CLIP_GRAD_NORM
+        clip, scaler = self.cfg.TRAIN.CLIP_GRAD_NORM, self.scaler
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 loss, stats = self.task.loss(self.net, batch)
-            loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip)
+            (scaler.scale(loss) if scaler else loss).backward()
+            if clip > 0:  # a scaled gradient is clipped at the scaled threshold
+                torch.nn.utils.clip_grad_norm_(params, clip * (scaler.get_scale() if scaler else 1.0))
             if not first:
                 first.append((loss.detach(), stats))
             return loss
 
-        self.optimizer.step(closure)
+        if scaler:
+            scaled_step(self.optimizer, scaler, closure)
+        else:
+            self.optimizer.step(closure)
         self.scheduler.step()
         loss, stats = first[0]
         return float(loss), {k: float(v) for k, v in stats.items()}, self.task.batch_size(batch)
 
     def _evaluate(self, out_dir: Path | None) -> dict:
-        metrics = {}
-        if self.is_main:
-            self.model.eval()
-            with torch.no_grad(), self._autocast():
-                metrics = self.task.evaluate(self.model, self.val_loader, out_dir)
-            self.model.train()
+        """Every rank predicts its shard of the val set; the task gathers and scores on rank 0."""
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            metrics = self.task.evaluate(self.model, self.val_loader, out_dir if self.is_main else None)
+        self.model.train()
         return dist.broadcast_object(metrics)
 
     def _end_epoch(self, epoch: int, row: dict) -> None:

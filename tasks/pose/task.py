@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tasks.engine.distributed import gather_to_main
 from tasks.engine.errors import UserError
 from tasks.engine.io import save_json
 from tasks.engine.task import Task, register
@@ -260,9 +261,15 @@ class PoseTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model, loader, out_dir):
+        """COCO keypoint AP/AR.  Distributed, each rank predicts its shard of the val set and
+        rank 0 scores the gathered predictions (in val-set order); the others return ``{}``."""
         t = self.cfg.TEST
         dataset = _unwrap(loader.dataset)
-        poses, image_ids, scores, areas = self.predict_loader(model, loader)
+        shards = gather_to_main(self.predict_loader(model, loader))
+        if shards is None:
+            return {}
+        poses = np.concatenate([shard[0] for shard in shards])
+        image_ids, scores, areas = ([v for shard in shards for v in shard[i]] for i in (1, 2, 3))
         results = coco_results(image_ids, poses, scores, areas, float(t.IN_VIS_THRE), float(t.OKS_THRE))
         metrics = coco_keypoint_metrics(dataset.coco, results, dataset.image_ids)
         if out_dir is not None:

@@ -31,6 +31,7 @@ def worker(rank, world, init_file, out_file):
         train(model, opt, shards)
         if rank == 0:
             torch.save(model.module.state_dict(), out_file)
+        dist.barrier()  # no rank tears the group down while another still uses it
     finally:
         dist.destroy_process_group()
 
