@@ -24,6 +24,10 @@ RESUME_FIELDS = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": i
                  "best": dict, "partial": (dict, list)}
 
 
+def _type_names(kind) -> str:
+    return " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
 def save(path: Path, **state) -> Path:
     """``state`` holds plain containers and tensors only, so that it loads with
     ``weights_only=True``."""
@@ -48,7 +52,7 @@ def load(path: str | Path) -> dict:
         value = state[field]
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
             raise UserError(f"{path}: field {field!r} is {type(value).__name__} {str(value)[:40]!r}, "
-                            f"expected {'an integer >= 0' if kind is int else kind.__name__}; the "
+                            f"expected {'an integer >= 0' if kind is int else _type_names(kind)}; the "
                             "file was not written by this tool or was edited: resume from another run")
     if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
         raise UserError(f"{path}: field 'model' is not a state_dict of tensors; resume from another run")
