@@ -23,7 +23,8 @@ from .data import EpochSampler, make_loader, rng_state, seed_everything, set_rng
 from .errors import UserError
 from .io import save_json
 from .records import DiagnosticsMeter, TensorBoard, make_logger, plot_curves, write_metrics_csv
-from .schedule import make_lr_factor
+from .optimization import build_optimizer, optimizer_summary
+from .reference_keys import reference_key_notes
 from .task import get as get_task
 
 
@@ -99,18 +100,9 @@ class Trainer:
 
     # -- building ---------------------------------------------------------------------
     def _build_optimizer(self):
-        t, s = self.cfg.TRAIN, self.cfg.SAM
-        factor, lr_end = make_lr_factor(t, self.iters_per_epoch)
-        try:
-            opt = optim.build(
-                self.task.param_groups(self.model), t.OPTIMIZER, lr=t.LR, weight_decay=t.WD,
-                momentum=t.MOMENTUM, nesterov=t.NESTEROV,
-                betas=(t.GAMMA1, t.GAMMA2 or 0.999), method=s.METHOD, rho=s.RHO,
-                rho_min=s.RHO_MIN, rho_min_end=s.RHO_MIN_END, lr_end=lr_end,
-                adaptive=s.ADAPTIVE, reference_compat=s.REFERENCE_COMPAT, model=self.net)
-        except ValueError as err:
-            raise UserError(f"optimizer: {err}") from None
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        opt, scheduler, self.rho_scale = build_optimizer(
+            self.cfg, self.task.param_groups(self.model), self.net, self.iters_per_epoch)
+        return opt, scheduler
 
     def _autocast(self):
         if self.cfg.AMP == "bf16":
@@ -153,6 +145,10 @@ class Trainer:
         self.log.info(f"{cfg.TASK}/{cfg.NAME}: {cfg.SAM.METHOD} over {cfg.TRAIN.OPTIMIZER}, "
                       f"{self.iters_per_epoch} it/epoch, epochs {self.start_epoch}..{end - 1}, "
                       f"device {self.device}, world {self.world}")
+        self.log.info(optimizer_summary(cfg, self.optimizer))
+        notes = reference_key_notes(cfg, self.task.defaults)
+        if notes:
+            self.log.info("reference keys applied differently or ignored: " + "; ".join(notes))
         start_time = time.perf_counter()
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
@@ -236,21 +232,22 @@ class Trainer:
 
     def _train_step(self, batch) -> tuple[float, dict, int]:
         first: list = []
-        clip = self.cfg.TRAIN.CLIP_GRAD_NORM
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 loss, stats = self.task.loss(self.net, batch)
             loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip)
             if not first:
                 first.append((loss.detach(), stats))
             return loss
 
-        self.optimizer.step(closure)
+        if isinstance(self.optimizer, optim.SharpnessAwareOptimizer):
+            self.optimizer.rho_scale = self.rho_scale(self.global_step)
+            self.optimizer.step(closure)
+        else:  # gradients first: TRAIN.CLIP_GRAD_NORM clips them when step() begins
+            closure()
+            self.optimizer.step()
         self.scheduler.step()
         loss, stats = first[0]
         return float(loss), {k: float(v) for k, v in stats.items()}, self.task.batch_size(batch)
