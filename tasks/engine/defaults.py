@@ -11,7 +11,7 @@ BASE = {
     "TASK": "classification",
     "NAME": "",  # run name; empty -> the config file's stem
     "OUTPUT_DIR": "output",
-    "LOG_DIR": "log",  # HRNet key, unused (logs go to the run directory)
+    "LOG_DIR": None,  # HRNet key, unused (logs go to the run directory)
     "DATA_DIR": "",  # HRNet key, unused
     "GPUS": None,  # HRNet key (a list or "(0,1,2,3)"); the device is chosen by DEVICE / torchrun
     "WORKERS": 2,

@@ -263,7 +263,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, row: dict) -> None:
         key = f"val_{self.task.main_metric}"
-        if key in row:
+        if row.get(key) is not None:  # None: nothing to score against (no ground truth)
             better = (not self.best or (row[key] > self.best[key] if self.task.higher_is_better
                                         else row[key] < self.best[key]))
             if better:
