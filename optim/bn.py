@@ -12,19 +12,30 @@ from contextlib import contextmanager
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.module import register_module_forward_pre_hook
 
 
 @contextmanager
-def frozen_bn_stats(model: nn.Module | None):
+def frozen_bn_stats(model: nn.Module | None = None):
     """Within the block, batch-norm layers of ``model`` use batch statistics but do not
-    update their running buffers.  ``None`` makes it a no-op."""
+    update their running buffers.  ``None``: every batch-norm layer that runs within the
+    block (found by a forward pre-hook as it is called), for a wrapper given no model."""
     layers = [] if model is None else [
         m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
     ]
     for layer in layers:
         layer.track_running_stats = False
+
+    def freeze_on_call(module, args):
+        if isinstance(module, _BatchNorm) and module.track_running_stats:
+            module.track_running_stats = False
+            layers.append(module)
+
+    hook = register_module_forward_pre_hook(freeze_on_call) if model is None else None
     try:
         yield
     finally:
+        if hook is not None:
+            hook.remove()
         for layer in layers:
             layer.track_running_stats = True

@@ -8,8 +8,9 @@ Three passes per step (DESIGN.md, "BSAM, normative"):
     restore w;  d = g1 + g0 - (||g1|| / ||g2||) g2  ->  base optimizer
 
 The max side penalises the sharpness of the worst neighbour (as SAM); the min side pulls
-towards the flattest direction the batch allows.  ``rho_min`` follows the learning rate from
-``rho_min`` at ``lr_start`` to ``rho_min_end`` at ``lr_end`` when ``rho_min_end`` is given.
+towards the flattest direction the batch allows.  ``rho_min`` follows each group's own
+learning rate from ``rho_min`` at the group's ``lr_start`` to ``rho_min_end`` at its ``lr_end``
+when ``rho_min_end`` is given (see :func:`current_rho_min`).
 
 Memory: one persistent parameter-sized buffer (w).  g0 and g1 live on in their own gradient
 tensors (detached from the parameters so the next backward allocates fresh ones) and g1
@@ -36,6 +37,14 @@ class BSAM(SharpnessAwareOptimizer):
     ``ascend()``, zero grads, backward, ``descend_to_min()``, zero grads, backward, then
     ``update()`` -- or ``prepare_update(); scaler.step(opt)`` with a ``GradScaler``.
 
+    ``model``: the network, whose batch-norm layers then keep their running statistics still
+    during the perturbed passes.  Without it, :meth:`step` freezes the batch-norm layers it
+    sees running in the closure; for passes run by hand, wrap them in
+    ``optim.frozen_bn_stats(model)``.
+
+    ``lr_end_ratio``: the LR the schedule ends at, as a fraction of each group's start LR
+    (a group may instead set its own ``lr_end``); it anchors the rho_min schedule.
+
     ``reference_compat=True`` reproduces the authors' published code, whose base step starts
     from w - e_min instead of w (its restore aliases the saved weights and then subtracts
     e_min in place).  With lr = 0 the paper rule leaves w unchanged; this mode moves it by
@@ -45,16 +54,18 @@ class BSAM(SharpnessAwareOptimizer):
     passes = 3
 
     def __init__(self, params, base_optimizer, *, rho: float = 0.05, rho_min: float = 0.05,
-                 rho_min_end: float | None = None, lr_end: float = 0.0,
+                 rho_min_end: float | None = None, lr_end_ratio: float = 0.0,
                  adaptive: bool = False, reference_compat: bool = False, model=None,
-                 **base_kwargs):
+                 clip_grad_norm: float = 0.0, **base_kwargs):
         if rho_min < 0 or (rho_min_end is not None and rho_min_end < 0):
             raise ValueError(f"rho_min and rho_min_end must be >= 0, got {rho_min}, {rho_min_end}")
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, model=model,
-                         extra_defaults=dict(rho_min=rho_min, rho_min_end=rho_min_end, lr_end=lr_end),
+                         clip_grad_norm=clip_grad_norm,
+                         extra_defaults=dict(rho_min=rho_min, rho_min_end=rho_min_end),
                          **base_kwargs)
-        for group in self.param_groups:
-            group.setdefault("lr_start", group["lr"])
+        for group in self.param_groups:  # each group's own anchors: its LR now and at the end
+            group.setdefault("lr_start", float(group["lr"]))
+            group.setdefault("lr_end", group["lr_start"] * lr_end_ratio)
         self.reference_compat = reference_compat
         self._held_g0: list[list[Tensor]] = []
         self._held_g1: list[list[Tensor]] = []
@@ -83,9 +94,10 @@ class BSAM(SharpnessAwareOptimizer):
         for (group, params), g0 in zip(self._active, self._held_g0):
             # from w + rho * u to w - rho_min * u in one move (u = g0 / ||g0||, times w^2
             # in adaptive mode); w itself is restored exactly from its buffer at the end
-            step = -(group["rho"] + current_rho_min(group)) / (self._ascent_norm + EPS)
-            self._move(params, g0, step, group["adaptive"], anchor=self._buffers(params, "w"))
-        self.last_stats["rho_min"] = current_rho_min(self._active[0][0])
+            radius = (group["rho"] + current_rho_min(group)) * self.rho_scale
+            self._move(params, g0, -radius / (self._ascent_norm + EPS), group["adaptive"],
+                       anchor=self._buffers(params, "w"))
+        self.last_stats["rho_min"] = current_rho_min(self._active[0][0]) * self.rho_scale
         return True
 
     @torch.no_grad()
@@ -133,15 +145,23 @@ def _detach_gradients(params: list[Tensor], grads: list[Tensor]) -> list[Tensor]
 
 
 def current_rho_min(group: dict) -> float:
-    """rho_min(t) = end + (start - end) * (lr(t) - lr_end) / (lr_start - lr_end), or the
-    constant ``rho_min`` when no end is set or the LR never changes."""
+    """rho_min(t) = end + (start - end) * (lr(t) - lr_end) / (lr_start - lr_end), with the
+    group's own LR anchors, kept between ``rho_min`` and ``rho_min_end``: so it is linear in
+    the LR for any schedule, and a warm-up (LR below both anchors) or a multistep schedule
+    that ends below ``lr_end`` can never push it negative.  Under a constant LR it is
+    ``rho_min * lr / lr_start`` (a warm-up ramps it up), and the constant ``rho_min`` when
+    no end is set."""
     start, end = group["rho_min"], group["rho_min_end"]
-    lr_start, lr_end = group["lr_start"], group["lr_end"]
-    if end is None or lr_start == lr_end:
+    if end is None:
         return start
+    lr_start, lr_end = group["lr_start"], group["lr_end"]
     lr = group["lr"]
     lr = float(lr.item()) if isinstance(lr, Tensor) else float(lr)
-    return end + (start - end) * (lr - lr_end) / (lr_start - lr_end)
+    if lr_start == lr_end:
+        value = start * lr / lr_start if lr_start > 0 else start
+    else:
+        value = end + (start - end) * (lr - lr_end) / (lr_start - lr_end)
+    return min(max(value, min(start, end)), max(start, end))
 
 
 def _cosine_from_difference(norm_a: float, norm_b: float, norm_diff: float) -> float:

@@ -9,6 +9,7 @@ from torch import nn
 
 from .bsam import BSAM
 from .sam import SAM
+from .sharpness import clip_before_step
 
 BASE_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 METHODS = ("none", "sam", "asam", "bsam")
@@ -27,15 +28,18 @@ def build(
     rho: float = 0.05,
     rho_min: float = 0.05,
     rho_min_end: float | None = None,
-    lr_end: float = 0.0,
+    lr_end_ratio: float = 0.0,
     adaptive: bool = False,
     reference_compat: bool = False,
     model: nn.Module | None = None,
+    clip_grad_norm: float = 0.0,
 ) -> torch.optim.Optimizer:
     """A base optimizer (``sgd`` | ``adam`` | ``adamw``), wrapped by ``method``
     (``none`` | ``sam`` | ``asam`` | ``bsam``).  ``asam`` is SAM with ``adaptive=True``;
-    ``adaptive`` also gives BSAM its element-wise variant.  ``lr_end`` anchors BSAM's
-    rho_min schedule (the LR the schedule ends at)."""
+    ``adaptive`` also gives BSAM its element-wise variant.  ``lr_end_ratio`` anchors BSAM's
+    rho_min schedule (the LR the schedule ends at, as a fraction of each group's LR).
+    ``clip_grad_norm`` > 0 clips what the base optimizer receives (for ``none``: the
+    gradient; call ``step()`` without a closure then)."""
     base_cls = BASE_OPTIMIZERS.get(optimizer)
     if base_cls is None:
         raise ValueError(_unknown("optimizer", optimizer, BASE_OPTIMIZERS))
@@ -47,13 +51,15 @@ def build(
     else:
         base_kwargs.update(betas=betas)
     if method == "none":
-        return base_cls(params, **base_kwargs)
+        plain = base_cls(params, **base_kwargs)
+        clip_before_step(plain, clip_grad_norm)
+        return plain
     if method in ("sam", "asam"):
         return SAM(params, base_cls, rho=rho, adaptive=adaptive or method == "asam",
-                   model=model, **base_kwargs)
+                   model=model, clip_grad_norm=clip_grad_norm, **base_kwargs)
     return BSAM(params, base_cls, rho=rho, rho_min=rho_min, rho_min_end=rho_min_end,
-                lr_end=lr_end, adaptive=adaptive, reference_compat=reference_compat,
-                model=model, **base_kwargs)
+                lr_end_ratio=lr_end_ratio, adaptive=adaptive, reference_compat=reference_compat,
+                model=model, clip_grad_norm=clip_grad_norm, **base_kwargs)
 
 
 def _unknown(what: str, name: str, allowed) -> str:

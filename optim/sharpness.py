@@ -27,8 +27,16 @@ class SharpnessAwareOptimizer(Optimizer):
     the same ``param_groups`` dicts as this wrapper, so an LR scheduler attached to either
     sees the same learning rates.  Per-group keys (``rho`` ...) live in those dicts too.
 
-    ``model``, when given, lets :meth:`step` keep batch-norm running statistics still during
-    the perturbed passes; without it, use :func:`optim.frozen_bn_stats` in your closure.
+    ``model``, when given, lets :meth:`step` keep its batch-norm running statistics still
+    during the perturbed passes; without it, :meth:`step` freezes the batch-norm layers it
+    sees running in the closure.  Passes run by hand need :func:`optim.frozen_bn_stats`.
+
+    ``clip_grad_norm`` > 0 clips the gradient the base optimizer receives (SAM's perturbed
+    gradient, BSAM's ``d``) to that global L2 norm.  The passes' own gradients are never
+    clipped: the perturbation and BSAM's ||g1||/||g2|| ratio see them as they are.
+
+    ``rho_scale`` (an attribute, default 1) multiplies every radius (rho, and BSAM's
+    rho_min): set it each iteration for a rho warm-up from 0.
     """
 
     #: how many forward-backward passes one ``step(closure)`` runs
@@ -42,6 +50,7 @@ class SharpnessAwareOptimizer(Optimizer):
         rho: float = 0.05,
         adaptive: bool = False,
         model: nn.Module | None = None,
+        clip_grad_norm: float = 0.0,
         extra_defaults: dict | None = None,
         **base_kwargs,
     ):
@@ -58,6 +67,8 @@ class SharpnessAwareOptimizer(Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
         self.model = model
+        self.rho_scale = 1.0
+        clip_before_step(self.base_optimizer, clip_grad_norm)
         #: diagnostics of the last step (floats), for logging
         self.last_stats: dict[str, float] = {}
         self._active: list[tuple[dict, list[Tensor]]] = []
@@ -128,7 +139,8 @@ class SharpnessAwareOptimizer(Optimizer):
         self._keep_first_gradients(grads)
         for (group, params), g in zip(self._active, grads):
             torch._foreach_copy_(self._buffers(params, "w"), params)
-            self._move(params, g, group["rho"] / (self._ascent_norm + EPS), group["adaptive"])
+            radius = group["rho"] * self.rho_scale
+            self._move(params, g, radius / (self._ascent_norm + EPS), group["adaptive"])
         self._moved = True
         return True
 
@@ -208,6 +220,23 @@ class SharpnessAwareOptimizer(Optimizer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_optimizer!r})"
+
+
+def clip_before_step(optimizer: Optimizer, max_norm: float) -> None:
+    """Make ``optimizer.step()`` first clip the global L2 norm of its parameters' gradients
+    to ``max_norm`` (nothing when ``max_norm`` <= 0).  The gradients must be in place before
+    ``step`` is called: a closure would run after the clipping, so one is refused."""
+    if max_norm <= 0:
+        return
+
+    def clip(opt, args, kwargs):  # args: (optimizer, closure?)
+        if (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None:
+            raise ValueError("with clip_grad_norm, run the backward pass first and call "
+                             "step() without a closure")
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    optimizer.register_step_pre_hook(clip)
 
 
 def _grads(params: list[Tensor]) -> list[Tensor]:

@@ -75,9 +75,10 @@ def first_per_class(targets, per_class: int) -> list[int]:
     return kept
 
 
-def build_image_datasets(cfg) -> tuple[LabelledImages, LabelledImages]:
-    """``(train, test)`` datasets with transforms, label noise and a NUM_CLASSES check."""
+def _root_format_transforms(cfg):
     d = cfg.DATASET
+    if bool(d.MEAN) != bool(d.STD):
+        raise UserError("DATASET.MEAN and DATASET.STD must be given together (or both left [])")
     if not d.ROOT:
         raise UserError("DATASET.ROOT is empty: set it to an image folder or a CIFAR folder")
     root = cfg.resolve_path(d.ROOT)
@@ -86,6 +87,35 @@ def build_image_datasets(cfg) -> tuple[LabelledImages, LabelledImages]:
     train_tf, test_tf = build_transforms(
         d.AUGMENT, d.IMAGE_SIZE, mean, std, d.CUTOUT, d.CROP_SCALE_MIN, d.TEST_CROP_RATIO
     )
+    return root, fmt, train_tf, test_tf
+
+
+def build_test_dataset(cfg) -> LabelledImages:
+    """The test split alone (evaluation): no training images are read.  An image folder's
+    classes are its own sorted folder names when it has all MODEL.NUM_CLASSES of them (the
+    indices training gave them), else the training split's folder names."""
+    d = cfg.DATASET
+    root, fmt, _, test_tf = _root_format_transforms(cfg)
+    if fmt != "imagefolder":
+        images, labels, classes = read_cifar(root, fmt, train=False)
+        return ArrayImages(images, labels, classes, test_tf)
+    test = ImageFolder(root / d.TEST_SET, test_tf)
+    if len(test.classes) != cfg.MODEL.NUM_CLASSES:
+        train_dir = root / d.TRAIN_SET
+        if not train_dir.is_dir():
+            raise UserError(
+                f"{root / d.TEST_SET} has {len(test.classes)} class folders but MODEL.NUM_CLASSES is "
+                f"{cfg.MODEL.NUM_CLASSES}: give the test split every class folder (empty ones too) "
+                f"or keep {train_dir} for the class names")
+        names = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        test = ImageFolder(root / d.TEST_SET, test_tf, classes=names)
+    return test
+
+
+def build_image_datasets(cfg) -> tuple[LabelledImages, LabelledImages]:
+    """``(train, test)`` datasets with transforms, label noise and a NUM_CLASSES check."""
+    d = cfg.DATASET
+    root, fmt, train_tf, test_tf = _root_format_transforms(cfg)
     if fmt == "imagefolder":
         if not root.is_dir():
             raise UserError(f"DATASET.ROOT {d.ROOT!r} not found (looked at {root.resolve()})")

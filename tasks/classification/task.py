@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.engine.distributed import gather_to_main
-from tasks.engine.errors import UserError
 from tasks.engine.io import save_figure
 from tasks.engine.pretrained import load_into, resolve_pretrained
 from tasks.engine.task import Task, register
 
-from .data import FORMATS, build_image_datasets
+from .data import FORMATS, build_image_datasets, build_test_dataset
 from .metrics import ClassificationMeter, confusion_figure
 from .models import available_models, build_classifier, head_prefix
 from .transforms import RECIPES
@@ -110,10 +109,10 @@ class ClassificationTask(Task):
         return model
 
     def build_datasets(self):
-        d = self.cfg.DATASET
-        if bool(d.MEAN) != bool(d.STD):
-            raise UserError("DATASET.MEAN and DATASET.STD must be given together (or both left [])")
         return build_image_datasets(self.cfg)
+
+    def build_eval_dataset(self):
+        return build_test_dataset(self.cfg)
 
     def param_groups(self, model: nn.Module):
         """One group, or [head at LR, backbone at LR x BACKBONE_LR_MULT].

@@ -11,7 +11,7 @@ BASE = {
     "TASK": "classification",
     "NAME": "",  # run name; empty -> the config file's stem
     "OUTPUT_DIR": "output",
-    "LOG_DIR": "log",  # HRNet key, unused (logs go to the run directory)
+    "LOG_DIR": None,  # HRNet key, unused (logs go to the run directory)
     "DATA_DIR": "",  # HRNet key, unused
     "GPUS": None,  # HRNet key (a list or "(0,1,2,3)"); devices come from torchrun (a hint if N > 1)
     "WORKERS": 2,
@@ -57,9 +57,10 @@ BASE = {
         "WARMUP_EPOCHS": 0.0,
         "MOMENTUM": 0.9,
         "NESTEROV": False,
-        "WD": 0.0,
-        "GAMMA1": 0.99,  # Adam betas (HRNet names)
-        "GAMMA2": 0.0,  # HRNet default 0.0 means "use 0.999"
+        "WD": 0.0,  # sgd and adamw; adam has none, as in the reference (Adam(params, lr))
+        "BETAS": [0.9, 0.999],  # adam / adamw
+        "GAMMA1": None,  # HRNet key, not applied (the reference's Adam ignores it too)
+        "GAMMA2": None,  # HRNet key, not applied
         "CLIP_GRAD_NORM": 0.0,  # 0 = no clipping
         "EVAL_EVERY": 1,  # epochs between evaluations
         "MAX_NONFINITE_STEPS": 10,  # stop the run after this many non-finite steps in a row
@@ -73,6 +74,7 @@ BASE = {
         "RHO_MIN_END": None,  # None: constant RHO_MIN; a float: RHO_MIN follows the LR to it
         "ADAPTIVE": False,  # ASAM-style element-wise scaling (asam implies it)
         "REFERENCE_COMPAT": False,  # reproduce the authors' code (step from w - e_min)
+        "RHO_WARMUP_EPOCHS": 0.0,  # rho and rho_min ramp from 0 over these epochs
     },
     "TEST": {
         "BATCH_SIZE_PER_GPU": 64,
@@ -106,6 +108,9 @@ CHECKS = {
     "TRAIN.MAX_ITERS_PER_EPOCH": (lambda v: v >= 0, "an integer >= 0 (0 = the whole epoch)"),
     "TRAIN.MAX_NONFINITE_STEPS": (lambda v: v >= 1, "an integer >= 1"),
     "TRAIN.LR_FACTOR": (lambda v: v > 0, "a number > 0"),
+    "SAM.RHO_WARMUP_EPOCHS": (lambda v: v >= 0, "a number >= 0"),
+    "TRAIN.BETAS": (lambda v: len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v),
+                    "a list [beta1, beta2] of two numbers in [0, 1)"),
 }
 
 #: The type of each key whose default is ``None`` (it takes null or a value of this type;
@@ -113,4 +118,22 @@ CHECKS = {
 NULLABLE = {
     "GPUS": (list, str, int),
     "SAM.RHO_MIN_END": float,
+    "LOG_DIR": str,
+}
+
+#: Keys of SimpleBaseline/HRNet experiment files that this tool applies differently or not
+#: at all (dotted name or section prefix -> what happens instead).  A run lists those its
+#: config sets (to a value other than the default) in one line at start.
+REFERENCE_KEYS = {
+    "GPUS": "devices come from DEVICE and torchrun",
+    "LOG_DIR": "logs go to the run directory",
+    "DATA_DIR": "not used",
+    "RANK": "torchrun sets the rank",
+    "CUDNN.DETERMINISTIC": "use DETERMINISTIC: true",
+    "CUDNN.ENABLED": "not used",
+    "TRAIN.GAMMA1": "not applied: Adam betas come from TRAIN.BETAS",
+    "TRAIN.GAMMA2": "not applied: Adam betas come from TRAIN.BETAS",
+    "TRAIN.CHECKPOINT": "use --resume",
+    "TEST.MODEL_FILE": "use --checkpoint",
+    "DEBUG.": "debug pictures are not written; the run draws NUM_DRAW pose pictures",
 }

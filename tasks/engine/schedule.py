@@ -31,14 +31,20 @@ def lr_factor(it: int, *, kind: str, iters_per_epoch: int, total_iters: int, war
     return warm * main
 
 
+def rho_warmup_factor(it: int, warmup_iters: int) -> float:
+    """Multiplier of the sharpness radii at iteration ``it``: 0 -> 1 linearly over
+    ``warmup_iters`` (the first step is a plain one), then 1."""
+    return min(it / warmup_iters, 1.0) if warmup_iters > 0 else 1.0
+
+
 def make_lr_factor(train_cfg, iters_per_epoch: int):
-    """The per-iteration LR multiplier for ``TRAIN.*`` and the LR the schedule ends at
-    (BSAM's ``lr_end`` anchor).  Wrap the multiplier in ``LambdaLR`` and step it every
-    iteration."""
+    """The per-iteration LR multiplier for ``TRAIN.*`` and its value at the end of the
+    schedule (BSAM's ``lr_end_ratio``: each param group's rho_min anchor is its own LR times
+    it).  Wrap the multiplier in ``LambdaLR`` and step it every iteration."""
     total = iters_per_epoch * (train_cfg.END_EPOCH - train_cfg.BEGIN_EPOCH)
     end_ratio = train_cfg.LR_END / train_cfg.LR if train_cfg.LR > 0 else 0.0
     factor = partial(lr_factor, kind=train_cfg.LR_SCHEDULER, iters_per_epoch=iters_per_epoch,
                      total_iters=total, warmup_iters=round(train_cfg.WARMUP_EPOCHS * iters_per_epoch),
                      lr_steps=list(train_cfg.LR_STEP), lr_factor_=train_cfg.LR_FACTOR,
                      end_ratio=end_ratio)
-    return factor, train_cfg.LR * factor(total)
+    return factor, factor(total)

@@ -43,6 +43,11 @@ class Task:
         """Return ``(train_set, val_set)``."""
         raise NotImplementedError
 
+    def build_eval_dataset(self) -> torch.utils.data.Dataset:
+        """The evaluated split alone (``tools/eval.py``); override to avoid reading the
+        training split too."""
+        return self.build_datasets()[1]
+
     def collate_fn(self) -> Callable | None:
         """A custom collate function for both loaders, or ``None`` for PyTorch's default."""
         return None

@@ -24,9 +24,10 @@ from .data import (EpochSampler, EvalShard, epoch_seed, make_loader, rng_state, 
 from .errors import UserError
 from .guard import NonFiniteSteps
 from .io import save_json
+from .optimization import build_optimizer, optimizer_summary
 from .records import (DiagnosticsMeter, TensorBoard, epoch_line, make_logger, plot_curves,
                       write_metrics_csv)
-from .schedule import make_lr_factor
+from .reference_keys import reference_key_notes
 from .task import get as get_task
 
 
@@ -116,18 +117,9 @@ class Trainer:
 
     # -- building ---------------------------------------------------------------------
     def _build_optimizer(self):
-        t, s = self.cfg.TRAIN, self.cfg.SAM
-        factor, lr_end = make_lr_factor(t, self.iters_per_epoch)
-        try:
-            opt = optim.build(
-                self.task.param_groups(self.model), t.OPTIMIZER, lr=t.LR, weight_decay=t.WD,
-                momentum=t.MOMENTUM, nesterov=t.NESTEROV,
-                betas=(t.GAMMA1, t.GAMMA2 or 0.999), method=s.METHOD, rho=s.RHO,
-                rho_min=s.RHO_MIN, rho_min_end=s.RHO_MIN_END, lr_end=lr_end,
-                adaptive=s.ADAPTIVE, reference_compat=s.REFERENCE_COMPAT, model=self.net)
-        except ValueError as err:
-            raise UserError(f"optimizer: {err}") from None
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        opt, scheduler, self.rho_scale = build_optimizer(
+            self.cfg, self.task.param_groups(self.model), self.net, self.iters_per_epoch)
+        return opt, scheduler
 
     def _autocast(self):
         return autocast(self.cfg.AMP, self.device)
@@ -200,6 +192,10 @@ class Trainer:
         hint = launch_hint(cfg.GPUS, self.world, cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.source)
         if hint:
             self.log.warning(hint)
+        self.log.info(optimizer_summary(cfg, self.optimizer))
+        notes = reference_key_notes(cfg, self.task.defaults)
+        if notes:
+            self.log.info("reference keys applied differently or ignored: " + "; ".join(notes))
         start_time = time.perf_counter()
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
@@ -290,24 +286,27 @@ class Trainer:
 
     def _train_step(self, batch) -> tuple[float, dict, int]:
         first: list = []
-        clip, scaler = self.cfg.TRAIN.CLIP_GRAD_NORM, self.scaler
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        scaler = self.scaler
 
         def closure():
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 loss, stats = self.task.loss(self.net, batch)
             (scaler.scale(loss) if scaler else loss).backward()
-            if clip > 0:  # a scaled gradient is clipped at the scaled threshold
-                torch.nn.utils.clip_grad_norm_(params, clip * (scaler.get_scale() if scaler else 1.0))
             if not first:
                 first.append((loss.detach(), stats))
             return loss
 
-        if scaler:
+        sharpness_aware = isinstance(self.optimizer, optim.SharpnessAwareOptimizer)
+        if sharpness_aware:
+            self.optimizer.rho_scale = self.rho_scale(self.global_step)
+        if scaler:  # the scaler unscales before step(), so TRAIN.CLIP_GRAD_NORM clips unscaled values
             scaled_step(self.optimizer, scaler, closure)
-        else:
+        elif sharpness_aware:
             self.optimizer.step(closure)
+        else:  # gradients first: TRAIN.CLIP_GRAD_NORM clips them when step() begins
+            closure()
+            self.optimizer.step()
         self.scheduler.step()
         loss, stats = first[0]
         return float(loss), {k: float(v) for k, v in stats.items()}, self.task.batch_size(batch)
@@ -322,7 +321,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, row: dict) -> None:
         key = f"val_{self.task.main_metric}"
-        if key in row and math.isfinite(row[key]):
+        if row.get(key) is not None and math.isfinite(row[key]):  # None: no ground truth to score
             better = (not self.best or (row[key] > self.best[key] if self.task.higher_is_better
                                         else row[key] < self.best[key]))
             if better:

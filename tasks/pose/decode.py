@@ -29,11 +29,12 @@ def argmax_keypoints(heatmaps: np.ndarray):
 
 def refine_quarter_pixel(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """Move each peak a quarter pixel towards its higher neighbour (SimpleBaseline's
-    cheap sub-pixel estimate); peaks on the heatmap border stay where they are."""
+    cheap sub-pixel estimate), only where the reference does: 1 < x < W-1 and 1 < y < H-1
+    (peaks in the first two columns/rows and the last one stay where they are)."""
     n, j, h, w = heatmaps.shape
     px = np.floor(coords[..., 0] + 0.5).astype(int)
     py = np.floor(coords[..., 1] + 0.5).astype(int)
-    inside = (px > 0) & (px < w - 1) & (py > 0) & (py < h - 1)
+    inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
     pxc, pyc = np.clip(px, 1, w - 2), np.clip(py, 1, h - 2)
     ni, ji = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
     dx = heatmaps[ni, ji, pyc, pxc + 1] - heatmaps[ni, ji, pyc, pxc - 1]

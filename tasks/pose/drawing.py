@@ -17,6 +17,7 @@ from .skeleton import SKELETON
 PRED_COLOR = (0, 140, 255)  # BGR orange
 PRED_LEFT_COLOR = (255, 120, 0)  # BGR blue-ish: left side of the body
 GT_COLOR = (60, 220, 60)  # BGR green
+BOX_COLOR = (255, 255, 0)  # BGR cyan: the person box a pose was predicted in
 
 
 def draw_pose(image_bgr: np.ndarray, keypoints: np.ndarray, threshold: float = 0.2,

@@ -54,14 +54,18 @@ def coco_results(image_ids, keypoints, box_scores, areas, vis_threshold: float,
     return results
 
 
-def coco_keypoint_metrics(coco_gt, results: list[dict], image_ids=None) -> dict[str, float]:
-    """AP/AR of ``results`` against ``coco_gt`` (zeros when there is nothing to score).
+def coco_keypoint_metrics(coco_gt, results: list[dict], image_ids=None) -> dict[str, float | None]:
+    """AP/AR of ``results`` against ``coco_gt``; ``None`` for a metric with no ground truth
+    to score against (COCOeval's -1: e.g. APm of a subset without medium persons, or every
+    metric of an image-info set such as test-dev, whose results are still written).
 
     ``image_ids`` limits the evaluation to those images (default: every image of the GT).
     pycocotools' progress prints are swallowed so the run log stays readable.
     """
     from pycocotools.cocoeval import COCOeval
 
+    if not has_keypoint_ground_truth(coco_gt, image_ids):
+        return {name: None for name in METRIC_NAMES}
     if not results:
         return {name: 0.0 for name in METRIC_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -72,5 +76,13 @@ def coco_keypoint_metrics(coco_gt, results: list[dict], image_ids=None) -> dict[
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    # COCOeval reports -1 where a category/area range has no ground truth
-    return {name: float(max(v, 0.0)) for name, v in zip(METRIC_NAMES, evaluator.stats)}
+    return {name: (float(v) if v >= 0 else None) for name, v in zip(METRIC_NAMES, evaluator.stats)}
+
+
+def has_keypoint_ground_truth(coco_gt, image_ids=None) -> bool:
+    """Whether any non-crowd person of (those images of) ``coco_gt`` has a labelled joint."""
+    ids = coco_gt.imgs if image_ids is None else image_ids
+    return any(
+        not ann.get("iscrowd", 0) and ann.get("num_keypoints", 1) > 0
+        for image_id in ids for ann in coco_gt.imgToAnns.get(int(image_id), [])
+    )

@@ -3,7 +3,9 @@
 The backbone is torchvision's ResNet, kept as ``model.backbone`` with torchvision's key
 names (``backbone.layer1.0.conv1.weight`` ...), so ImageNet weights and classification
 checkpoints load into it directly; its pooling and ``fc`` are dropped because the head
-works on the stride-32 feature map.
+works on the stride-32 feature map.  The reference's own checkpoints (the published
+``pose_resnet_50_256x192.pth.tar`` ...) name the ResNet layers at the top level
+(``conv1.weight``, ``layer1.0...``); they load too (see :func:`from_reference_layout`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,23 @@ from tasks.engine.errors import UserError
 
 RESNETS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
 BACKBONE_STRIDE = 32
+HEAD_PREFIXES = ("deconv_layers.", "final_layer.")
+
+
+def from_reference_layout(state: dict, prefix: str = "") -> dict:
+    """``state`` with SimpleBaseline's top-level ResNet keys (``layer1.0.conv1.weight``)
+    moved under ``backbone.``; a state_dict already in this layout is returned as it is."""
+    keys = [k[len(prefix):] for k in state if k.startswith(prefix)]
+    if any(k.startswith("backbone.") for k in keys) or not any(k.startswith("layer1.") for k in keys):
+        return state
+
+    def renamed(key: str) -> str:
+        local = key[len(prefix):]
+        if not key.startswith(prefix) or local.startswith(HEAD_PREFIXES):
+            return key
+        return f"{prefix}backbone.{local}"
+
+    return {renamed(k): v for k, v in state.items()}
 
 
 def _deconv_padding(kernel: int) -> tuple[int, int]:
@@ -56,6 +75,7 @@ class PoseResNet(nn.Module):
         self.final_layer = nn.Conv2d(in_channels, num_joints, final_kernel, padding=final_kernel // 2)
         self.output_stride = BACKBONE_STRIDE // 2 ** len(deconv_filters)
         self.init_head()
+        self.register_load_state_dict_pre_hook(_accept_reference_layout)
 
     def init_head(self) -> None:
         """The paper's head initialisation: N(0, 0.001) weights, zero biases, BN at identity."""
@@ -75,6 +95,14 @@ class PoseResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_layer(self.deconv_layers(self.features(x)))
+
+
+def _accept_reference_layout(module, state_dict, prefix, *_):
+    """load_state_dict pre-hook: a reference checkpoint loads strictly like one of ours."""
+    renamed = from_reference_layout(state_dict, prefix)
+    if renamed is not state_dict:
+        state_dict.clear()
+        state_dict.update(renamed)
 
 
 def build_pose_resnet(cfg, heatmap_size=None) -> PoseResNet:

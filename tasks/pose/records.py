@@ -24,7 +24,7 @@ import numpy as np
 from tasks.engine.errors import UserError
 
 from .skeleton import NUM_JOINTS
-from .transforms import box_to_center_scale
+from .transforms import box_to_center_scale, detection_box
 
 log = logging.getLogger("bsam.pose")  # a child of the run logger, so it lands in train.log
 
@@ -40,7 +40,7 @@ class PersonRecord:
     joints: np.ndarray  # (J, 2) image pixels; zeros when unknown (detection boxes)
     visible: np.ndarray  # (J,) 1 where labelled
     score: float = 1.0  # detection score (1 for ground-truth boxes)
-    box: tuple = field(default=(0.0, 0.0, 0.0, 0.0))  # clipped x, y, w, h
+    box: tuple = field(default=(0.0, 0.0, 0.0, 0.0))  # x, y, w, h (ground truth: clipped)
 
 
 def load_coco(ann_file: str | os.PathLike, num_joints: int = NUM_JOINTS):
@@ -228,7 +228,8 @@ def _check_detection(det: dict, where: str) -> None:
 def detection_records(det_file, coco, image_dir, aspect_ratio: float, num_joints: int,
                       score_threshold: float) -> list[PersonRecord]:
     """Person boxes of a COCO detection results file (``image_id, category_id, bbox, score``)
-    for the images of ``coco``; boxes below ``score_threshold`` are dropped."""
+    for the images of ``coco``; boxes below ``score_threshold`` are dropped.  The boxes are
+    used raw, as the reference does (ground-truth boxes are clipped to the image)."""
     det_file = Path(det_file)
     if not det_file.is_file():
         raise UserError(f"person detection file not found: {det_file}; set TEST.COCO_BBOX_FILE "
@@ -256,7 +257,7 @@ def detection_records(det_file, coco, image_dir, aspect_ratio: float, num_joints
             skipped["for images not in the annotation file"] += 1
             continue
         info = coco.imgs[image_id]
-        box = clip_box(det["bbox"], info["width"], info["height"])
+        box = detection_box(det["bbox"], info["width"], info["height"])  # raw, as the reference
         if box is None:
             skipped["with a box outside the image"] += 1
             continue

@@ -22,7 +22,7 @@ from .drawing import draw_evaluation_pictures
 from .evaluation import coco_keypoint_metrics, coco_results
 from .layout import check_split, split_files
 from .loss import joints_mse_loss
-from .model import build_pose_resnet
+from .model import HEAD_PREFIXES, build_pose_resnet, from_reference_layout
 from .records import detection_records, ground_truth_records, load_coco
 from .skeleton import NUM_JOINTS
 
@@ -50,7 +50,7 @@ POSE_DEFAULTS = {
         "PROB_HALF_BODY": 0.0,
         # suite additions
         "TEST_ANN_FILE": "",  # annotation json of TEST_SET relative to ROOT ('' = the standard name)
-        "PHOTOMETRIC": True,  # albumentations colour augmentation of training crops
+        "PHOTOMETRIC": False,  # albumentations colour augmentation of training crops (not in the reference)
         "SYNTHETIC": False,  # generate the synthetic demo data set at ROOT when absent
         "SYNTHETIC_IMAGES": 800,  # training images of the synthetic set
         "SYNTHETIC_VAL_IMAGES": 100,
@@ -173,9 +173,14 @@ class PoseTask(Task):
         if cfg.MODEL.PRETRAINED and cfg.MODEL.INIT_WEIGHTS:
             from tasks.engine.pretrained import load_into, resolve_pretrained
 
-            skipped = load_into(model.backbone, resolve_pretrained(cfg.MODEL.PRETRAINED),
-                                skip_prefixes=("fc.",), source=f"MODEL.PRETRAINED {cfg.MODEL.PRETRAINED}")
-            log.info("backbone initialised from %s (skipped %d head keys)", cfg.MODEL.PRETRAINED, len(skipped))
+            state = from_reference_layout(resolve_pretrained(cfg.MODEL.PRETRAINED))
+            source = f"MODEL.PRETRAINED {cfg.MODEL.PRETRAINED}"
+            if any(k.startswith(HEAD_PREFIXES) for k in state):  # a whole pose model
+                load_into(model, state, skip_prefixes=(), source=source)
+                log.info("model initialised from %s (backbone and head)", cfg.MODEL.PRETRAINED)
+            else:  # ImageNet weights of the ResNet
+                skipped = load_into(model.backbone, state, skip_prefixes=("fc.",), source=source)
+                log.info("backbone initialised from %s (skipped %d head keys)", cfg.MODEL.PRETRAINED, len(skipped))
         return model
 
     def crop_settings(self) -> CropSettings:
@@ -211,6 +216,9 @@ class PoseTask(Task):
                             "what was skipped); check DATASET.ROOT and DATASET.TRAIN_SET")
         train = PoseDataset(train_records, settings, train=True, coco=train_coco)
         return train, self.build_val_dataset(root)
+
+    def build_eval_dataset(self) -> PoseDataset:
+        return self.build_val_dataset()
 
     def build_val_dataset(self, root: Path | None = None) -> PoseDataset:
         """The evaluation set, in ground-truth-box or detection-box mode (TEST.USE_GT_BBOX)."""

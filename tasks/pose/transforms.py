@@ -31,6 +31,21 @@ def box_to_center_scale(box, aspect_ratio: float, padding: float = BOX_PADDING):
     return center, scale
 
 
+def detection_box(box, width: int, height: int):
+    """A detection's ``x, y, w, h`` as the reference crops it: raw, not clipped to the image
+    (ground-truth boxes are).  ``None`` when it holds no pixel of the image (non-finite,
+    w or h <= 0, or wholly outside): such a crop would be black, a sure false positive."""
+    try:
+        x, y, w, h = (float(v) for v in box[:4])
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite([x, y, w, h]).all() or w <= 0 or h <= 0:
+        return None
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        return None
+    return x, y, w, h
+
+
 def affine_matrix(center, scale, rotation: float, output_size, flip: bool = False) -> np.ndarray:
     """2x3 matrix mapping image pixels into an ``output_size`` (w, h) crop.
 
@@ -90,23 +105,30 @@ def random_scale_rotation(rng: np.random.Generator, scale_factor: float, rot_fac
 
 def half_body_center_scale(joints: np.ndarray, visible: np.ndarray, aspect_ratio: float,
                            rng: np.random.Generator):
-    """Center/scale of the upper or lower body alone (None when too few joints are labelled).
+    """Center/scale of the upper or lower body alone (None when too few joints are labelled),
+    chosen as HRNet's ``half_body_transform`` chooses it.
 
-    Picks the upper body with probability 0.5 (or whichever half has >= 2 visible joints),
-    boxes its visible joints, grows the box to the aspect ratio and by 1.5 as the reference.
+    The upper body (visible joints 0-10) is taken when a standard normal draw is below 0.5
+    (probability ~0.69, HRNet's ``randn() < 0.5``) and it has more than 2 joints; otherwise
+    the lower body if it has more than 2, else the upper.  The centre is the mean of the
+    chosen joints; their box is grown to the aspect ratio and by 1.5.  A half whose joints
+    all coincide (HRNet would crop a zero-size box) gives None.
     """
     vis = visible > 0
     upper = [j for j in UPPER_BODY if j < len(joints) and vis[j]]
     lower = [j for j in LOWER_BODY if j < len(joints) and vis[j]]
-    chosen = upper if (rng.random() < 0.5 and len(upper) > 2) else lower
-    if len(chosen) < 2:
+    if rng.standard_normal() < 0.5 and len(upper) > 2:
         chosen = upper
+    else:
+        chosen = lower if len(lower) > 2 else upper
     if len(chosen) < 2:
         return None
-    pts = joints[chosen, :2]
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    w, h = hi - lo
-    if w < 1 or h < 1:
+    pts = np.asarray(joints, dtype=np.float32)[chosen, :2]
+    w, h = pts.max(axis=0) - pts.min(axis=0)
+    if w <= 0 and h <= 0:
         return None
-    center, scale = box_to_center_scale((lo[0], lo[1], w, h), aspect_ratio, padding=1.5)
-    return center, scale
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    else:
+        w = h * aspect_ratio
+    return pts.mean(axis=0), np.array([w, h], dtype=np.float32) * 1.5

@@ -18,7 +18,7 @@ def run_both(method, base_name, rho_min_end=None, adaptive=False, steps=3):
     rho, rho_min = (0.5 if adaptive else 0.05), 0.04
     if method == "bsam":
         opt = optim.BSAM(model.parameters(), base_cls, rho=rho, rho_min=rho_min,
-                         rho_min_end=rho_min_end, lr_end=0.0, adaptive=adaptive, **kwargs)
+                         rho_min_end=rho_min_end, lr_end_ratio=0.0, adaptive=adaptive, **kwargs)
     else:
         opt = optim.SAM(model.parameters(), base_cls, rho=rho, adaptive=adaptive, **kwargs)
     ref_opt = base_cls(ref_model.parameters(), **kwargs)

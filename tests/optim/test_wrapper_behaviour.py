@@ -101,7 +101,7 @@ def test_state_dict_round_trip_continues_identically(method):
     def fresh():
         model = tiny_mlp()
         opt = optim.build(model.parameters(), "sgd", lr=0.1, momentum=0.9, method=method,
-                          rho_min_end=0.0, lr_end=0.0)
+                          rho_min_end=0.0, lr_end_ratio=0.0)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
         return model, opt, sched
 
