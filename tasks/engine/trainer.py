@@ -219,7 +219,11 @@ class Trainer:
         results = self._results(time.perf_counter() - start_time)
         if self.is_main:
             self.model.eval()
-            results.update(self.task.on_fit_end(self.model, self.val_loader, self.run_dir))
+            try:
+                results.update(self.task.on_fit_end(self.model, self.val_loader, self.run_dir))
+            except UserError as err:  # e.g. a failed export: the run fails, its metrics are kept
+                save_json({**results, "error": str(err)}, self.run_dir / "results.json")
+                raise
             save_json(results, self.run_dir / "results.json")
         dist.barrier()
         return results

@@ -140,7 +140,9 @@ def _value(record, key) -> str:
 
 
 def clip_box(box, width: int, height: int):
-    """Clip ``x, y, w, h`` to the image (the reference's rule); ``None`` if nothing is left."""
+    """Clip ``x, y, w, h`` to the image with the reference's corner rule (x2 = x1 + w - 1,
+    inside [0, W-1]); ``None`` if nothing is left.  One difference: the reference keeps a
+    box whose clipped area is zero (x2 == x1), this skips it (no crop can be cut from it)."""
     x, y, w, h = (float(v) for v in box[:4])
     if not all(np.isfinite([x, y, w, h])):
         return None

@@ -37,7 +37,6 @@ from quant.export import ExportParityError
 from quant.weight_format import INT4_MIN_OPSET, WEIGHT_FORMATS
 from tasks.classification.task import ClassificationTask
 from tasks.engine.errors import UserError
-from tasks.engine.io import save_json
 from tasks.engine.task import register
 
 from .exporting import export_classifier
@@ -144,10 +143,8 @@ class QatTask(ClassificationTask):
             with torch.autocast(device_type, enabled=False):
                 report = export_classifier(model, self.cfg, val_loader.dataset, path)
         except (ExportParityError, ValueError) as err:
-            reason = f"ONNX export failed: {err}"
-            save_json({"task": self.cfg.TASK, "name": self.cfg.NAME, "onnx_exported": 0.0, "error": reason,
-                       "run_dir": str(out_dir)}, Path(out_dir) / "results.json")
-            raise UserError(f"{reason} (the trained weights are in {Path(out_dir) / 'checkpoint_last.pth'})") from None
+            raise UserError(f"ONNX export failed: {err} (the trained weights are in "
+                            f"{Path(out_dir) / 'checkpoint_last.pth'})") from None
         log.info("exported %s (%.2f MB, %s weights; onnxruntime: %s, top-1 agreement %.4f, max logit "
                  "difference %.3g on %d test images)", path, report.bytes / 1e6, report.weight_format,
                  report.integer_kernels or "no integer kernels", report.top1_agreement, report.max_abs_diff,

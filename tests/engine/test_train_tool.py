@@ -145,7 +145,7 @@ def test_resume_after_sigkill_and_sigint_is_bit_identical(tiny_cls_cfg, tool):
 
 
 def test_torchrun_two_processes_bf16_write_one_set_of_files(tiny_cls_cfg, tool):
-    cfg = tiny_cls_cfg("ddp", TRAIN={"END_EPOCH": 2}, AMP="bf16")
+    cfg = tiny_cls_cfg("ddp", TRAIN={"END_EPOCH": 2}, AMP="bf16", DEVICE="cpu")  # gloo, also on a GPU machine
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_port", str(29500 + os.getpid() % 1000), "tools/train.py", "--cfg", str(cfg)],
