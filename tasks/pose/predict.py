@@ -13,10 +13,10 @@ import torch
 
 from tasks.engine.errors import UserError
 
+from .coco_people import clip_box
 from .decode import decode_heatmaps, predict_heatmaps
 from .drawing import PRED_COLOR, PRED_LEFT_COLOR, draw_pose, write_image
 from .images import read_image, to_input
-from .records import clip_box
 from .transforms import affine_matrix, box_to_center_scale, warp_image
 
 
