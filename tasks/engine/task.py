@@ -6,6 +6,7 @@ which package holds each name, and :func:`get` imports only that one.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 import torch
@@ -115,8 +116,6 @@ def available() -> list[str]:
 def get(name: str) -> type[Task]:
     """The task class registered as ``name``, importing its package on first use."""
     if name not in _REGISTRY and name in TASK_MODULES:
-        import importlib
-
         importlib.import_module(TASK_MODULES[name])
     if name not in _REGISTRY:
         raise UserError(f"unknown TASK {name!r}; known tasks: {', '.join(available())}")
