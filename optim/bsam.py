@@ -1,6 +1,6 @@
 """BSAM, Bilateral Sharpness-Aware Minimization (Deng et al., arXiv 2409.13173).
 
-Three passes per step (DESIGN.md, "BSAM, normative"):
+Three passes per step (the normative rule: docs/bsam_rule.md):
 
     g0 = grad L(w)                                   BN running stats updated
     e_max = rho     g0 / (||g0|| + 1e-12);  g1 = grad L(w + e_max)      BN frozen

@@ -17,7 +17,7 @@ from torch.optim import Optimizer
 
 from .bn import frozen_bn_stats
 
-EPS = 1e-12  # the normative epsilon of DESIGN.md: e = rho * g / (||g|| + 1e-12)
+EPS = 1e-12  # the normative epsilon (docs/bsam_rule.md): e = rho * g / (||g|| + 1e-12)
 
 
 class SharpnessAwareOptimizer(Optimizer):

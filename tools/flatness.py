@@ -22,9 +22,6 @@ import sys
 from itertools import islice
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import torch
 from matplotlib import colormaps

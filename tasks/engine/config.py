@@ -240,12 +240,11 @@ def _renamed(data: dict, source: str) -> dict:
 
 
 def _task_class(name, source):
-    try:
-        return task_registry.get(str(name))
-    except KeyError:
-        available = task_registry.available()
+    available = task_registry.available()
+    if str(name) not in available:
         raise ConfigError(f"{source}: TASK: unknown task {name!r}{_suggest(str(name), available)}; "
-                          f"choose one of {', '.join(available)}") from None
+                          f"choose one of {', '.join(available)}")
+    return task_registry.get(str(name))
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

@@ -14,9 +14,9 @@ from torch.utils.data import Dataset
 
 from tasks.engine.imagefile import check_image_file
 
+from .coco_people import PersonRecord
 from .images import read_image, to_input
 from .photometric import apply_photometric, build_photometric
-from .records import PersonRecord
 from .targets import encode_heatmaps
 from .transforms import (affine_matrix, apply_affine, flip_joints, half_body_center_scale,
                          random_scale_rotation, warp_image)

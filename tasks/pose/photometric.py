@@ -5,8 +5,9 @@ SimpleBaseline recipe has no colour jitter at all, and strong jitter slows conve
 """
 from __future__ import annotations
 
-import albumentations as A
 import numpy as np
+
+from tasks.engine.offline_albumentations import albumentations as A
 
 
 def build_photometric() -> A.Compose:

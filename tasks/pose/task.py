@@ -23,7 +23,7 @@ from .evaluation import coco_keypoint_metrics, coco_results
 from .layout import check_split, split_files
 from .loss import joints_mse_loss
 from .model import HEAD_PREFIXES, build_pose_resnet, from_reference_layout
-from .records import detection_records, ground_truth_records, load_coco
+from .coco_people import detection_records, ground_truth_records, load_coco
 from .skeleton import NUM_JOINTS
 
 log = logging.getLogger("bsam.pose")  # a child of the run logger, so it lands in train.log

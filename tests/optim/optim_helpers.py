@@ -47,7 +47,7 @@ def norm(d: dict) -> torch.Tensor:
 
 
 def reference_direction(model, weights, x, y, method, rho, rho_min, adaptive=False):
-    """The update direction of DESIGN.md written out in full, on dicts of tensors."""
+    """The update direction of docs/bsam_rule.md written out in full, on dicts of tensors."""
     eps = 1e-12
     g0 = grads_at(model, weights, x, y)
     scale = {k: (w.abs() if adaptive else torch.ones_like(w)) for k, w in weights.items()}

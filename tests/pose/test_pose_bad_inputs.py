@@ -9,7 +9,7 @@ import pytest
 from tasks.engine.config import make_config
 from tasks.engine.errors import UserError
 from tasks.pose.dataset import PoseDataset
-from tasks.pose.records import detection_records, ground_truth_records, load_coco
+from tasks.pose.coco_people import detection_records, ground_truth_records, load_coco
 from tasks.pose.task import PoseTask
 
 KPTS = [10 + (i % 5) * 10 for i in range(17)]

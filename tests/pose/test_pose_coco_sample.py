@@ -9,7 +9,7 @@ from tasks.engine.config import make_config
 from tasks.engine.errors import UserError
 from tasks.pose.decode import decode_heatmaps, flip_back
 from tasks.pose.evaluation import METRIC_NAMES, coco_keypoint_metrics, coco_results
-from tasks.pose.records import load_coco
+from tasks.pose.coco_people import load_coco
 from tasks.pose.skeleton import flip_permutation
 from tasks.pose.task import PoseTask
 

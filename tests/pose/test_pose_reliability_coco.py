@@ -9,7 +9,7 @@ import pytest
 import tools.train
 from reliability_helpers import one_error, run_main
 from tasks.engine.errors import UserError
-from tasks.pose.records import detection_records, load_coco
+from tasks.pose.coco_people import detection_records, load_coco
 
 KEYPOINTS = [v for j in range(17) for v in (20 + j, 30 + j, 2)]
 GOOD = {

@@ -6,7 +6,7 @@ import pytest
 
 from tasks.engine.errors import UserError
 from tasks.pose.evaluation import coco_keypoint_metrics, coco_results
-from tasks.pose.records import detection_records, ground_truth_records, load_coco
+from tasks.pose.coco_people import detection_records, ground_truth_records, load_coco
 from tasks.pose.synthetic import ensure_synthetic_coco, render_image
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from tasks.pose.decode import refine_quarter_pixel
-from tasks.pose.records import detection_records
+from tasks.pose.coco_people import detection_records
 from tasks.pose.transforms import box_to_center_scale, half_body_center_scale
 
 
