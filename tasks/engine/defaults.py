@@ -119,6 +119,8 @@ NULLABLE = {
     "GPUS": (list, str, int),
     "SAM.RHO_MIN_END": float,
     "LOG_DIR": str,
+    "TRAIN.GAMMA1": (int, float),  # HRNet's Adam betas: accepted, not applied (TRAIN.BETAS)
+    "TRAIN.GAMMA2": (int, float),
 }
 
 #: Keys of SimpleBaseline/HRNet experiment files that this tool applies differently or not

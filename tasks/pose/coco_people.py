@@ -81,11 +81,12 @@ def _finite_numbers(values, count: int | None = None) -> bool:
 def check_coco(data, path: Path, num_joints: int) -> None:
     """Refuse, in one line naming the record, what pycocotools, the records or COCOeval
     would trip over (with a traceback, some only after the first epoch)."""
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "annotations", "categories")):
+    # 'annotations' may be absent: an image-info file (COCO test-dev) has images only
+    if (not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories"))
+            or not isinstance(data.get("annotations", []), list)):
         raise UserError(f"{path} is not a COCO keypoint annotation file (it needs the lists "
-                        "'images', 'annotations' and 'categories'); use person_keypoints_*.json "
-                        "from COCO 2017")
+                        "'images' and 'categories', and 'annotations' unless it is an image-info "
+                        "file); use person_keypoints_*.json from COCO 2017")
 
     def bad(where: str, problem: str):
         raise UserError(f"{path}: {where}: {problem}; fix or remove that record")
@@ -107,7 +108,7 @@ def check_coco(data, path: Path, num_joints: int) -> None:
             if not (_finite_numbers([image.get(key)]) and image[key] > 0):
                 bad(where, f"{key!r} must be a number > 0, got {_value(image, key)}")
     length = num_joints * 3
-    for i, ann in enumerate(data["annotations"]):
+    for i, ann in enumerate(data.get("annotations", [])):
         where = f"annotations[{i}]"
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
             bad(where, f"'id' must be an integer, got {_value(ann, 'id')}")

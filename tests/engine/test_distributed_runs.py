@@ -7,6 +7,7 @@ The runs are the slowest tests of the suite, so each is made once and shared."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +21,20 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 POSE_CFG = REPO / "configs" / "demo" / "pose_coco_sample_tiny.yaml"
 
 
-def torchrun(nproc: int, cfg: Path, opts: list, records: Path, *extra, env: dict | None = None):
+def torchrun(nproc: int, cfg: Path, opts: list, records: Path, *extra, env: dict | None = None,
+             stopped: bool = False):
+    """Run the worker under torchrun; ``stopped``: every rank must exit 3 (stopped by a signal)."""
     records.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
          str(WORKER), "--cfg", str(cfg), *extra, "--opts", *map(str, opts)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1", "RECORD_DIR": str(records), **(env or {})})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if stopped:
+        codes = re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)
+        assert proc.returncode != 0 and codes and set(codes) == {"3"}, proc.stdout[-3000:] + proc.stderr[-3000:]
+    else:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
@@ -115,7 +122,7 @@ def test_sigterm_on_one_rank_stops_all_and_resume_is_bit_identical(runs):
     reference, _ = runs.get("classification", 2)  # 6 iterations per epoch and rank
     cfg, opts, run_dir = runs.config("classification", "interrupted")
     records = runs.root / "records" / "interrupted"
-    stopped = torchrun(2, cfg, opts, records, env={"STOP_RANK": "1", "STOP_STEP": "9"})
+    stopped = torchrun(2, cfg, opts, records, env={"STOP_RANK": "1", "STOP_STEP": "9"}, stopped=True)
     lines = [ln.split(" ", 1)[1] for ln in stopped.stdout.splitlines() if "stopped at" in ln]
     assert lines == ["stopped at epoch 1, iteration 3; resume with --resume"] * 2, stopped.stdout
     state = torch.load(run_dir / "checkpoint_last.pth", weights_only=True)
