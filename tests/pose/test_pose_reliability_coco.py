@@ -47,7 +47,7 @@ CASES = {
     "duplicate image id": (lambda d: d["images"][1].update(id=1), "images[1]: id 1 appears twice"),
     "no area": (without("annotations", "area"), "'area' must be a number >= 0 (COCOeval needs it), got nothing"),
     "no num_keypoints": (without("annotations", "num_keypoints"), "'num_keypoints' must be an integer"),
-    "no categories": (lambda d: d.pop("categories"), "needs the lists 'images', 'annotations' and 'categories'"),
+    "no categories": (lambda d: d.pop("categories"), "needs the lists 'images' and 'categories'"),
     "no person category": (lambda d: d.update(categories=[{"id": 3, "name": "car"}]), "no person category (id 1)"),
 }
 
