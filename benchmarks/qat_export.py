@@ -11,8 +11,8 @@ check on the whole test split, and quantize the same float model two other ways:
 onnxruntime's ``quantize_static`` (QDQ, U8S8, per-channel, BN folded, calibrated on the same
 training images) and ``torch.ao`` FX int8 (x86 backend; run in PyTorch) when present.
 Latency is measured in this one process at 1 thread (``--threads``), batch 1 and batch 64,
-in interleaved rounds (every model once per round, median over rounds), so that load from
-other processes hits every model alike.  Numbers depend on the training budget: the
+in interleaved rounds (every model in every round, each call timed, median over all calls),
+so that load from other processes hits every model alike.  Numbers depend on the training budget: the
 defaults are a few CPU minutes, not a recipe.
 """
 from __future__ import annotations
@@ -123,18 +123,23 @@ def torch_ao_model(float_model, calib: torch.Tensor):
 
 
 def interleaved_latency(runners: dict, images: np.ndarray, rounds: int, runs: dict[int, int]) -> dict:
-    """{name: {batch: median ms per call}}; every round times every model once per batch size."""
-    times = {name: {b: [] for b in BATCHES} for name in runners}
-    for name, run in runners.items():  # warm-up
+    """{name: {batch: median ms per call}}.  Each round runs every model ``runs[b]`` times per
+    batch size, in an order rotated from round to round, and every call is timed on its own:
+    a burst of load from other processes then spoils single calls of every model alike, which
+    the median over all calls discards (a mean over a block of calls would keep it)."""
+    names = list(runners)
+    times = {name: {b: [] for b in BATCHES} for name in names}
+    for name in names:  # warm-up
         for b in BATCHES:
-            run(images[:b])
-    for _ in range(rounds):
+            runners[name](images[:b])
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
         for b in BATCHES:
-            for name, run in runners.items():
-                start = time.perf_counter()
+            for name in order:
                 for _ in range(runs[b]):
-                    run(images[:b])
-                times[name][b].append(1e3 * (time.perf_counter() - start) / runs[b])
+                    start = time.perf_counter()
+                    runners[name](images[:b])
+                    times[name][b].append(1e3 * (time.perf_counter() - start))
     return {name: {b: statistics.median(t) for b, t in per.items()} for name, per in times.items()}
 
 
@@ -163,7 +168,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--method", default="bsam", choices=["none", "sam", "bsam"])
     p.add_argument("--threads", type=int, default=1, help="onnxruntime and PyTorch threads for timing")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
     p.add_argument("--calib-images", type=int, default=256, help="training images for quantize_static/torch.ao")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -226,11 +231,11 @@ def main() -> int:
         models[rows[-1]["model"]] = torch_runner(ao)
     models["float (PyTorch)"] = torch_runner(float_model)
 
-    latency = interleaved_latency(models, images.numpy(), args.rounds, {1: 50, 64: 2})
+    latency = interleaved_latency(models, images.numpy(), args.rounds, {1: 20, 64: 1})
     for row in rows:
         row["latency_ms"] = latency[row["model"]]
     print(f"\n{args.model} on {args.data.name}, QAT with {args.method}; {args.threads} thread(s), median of "
-          f"{args.rounds} interleaved rounds; float in PyTorch: {latency['float (PyTorch)'][1]:.2f} ms (batch 1), "
+          f"{args.rounds} interleaved rounds (per call); float in PyTorch: {latency['float (PyTorch)'][1]:.2f} ms (batch 1), "
           f"{latency['float (PyTorch)'][64]:.1f} ms (batch 64)")
     print("| model | size | latency b1 | vs float | latency b64 | vs float | integer kernels | top-1 ONNX "
           "| top-1 PyTorch | agreement |")

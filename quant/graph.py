@@ -7,7 +7,11 @@ integers between layers, so the QAT model must quantize the same tensors, once e
 * the input of every quantized layer is quantized (the model input for the stem);
 * every quantized convolution's output is quantized (after its ReLU when one follows:
   an unsigned grid then makes the ReLU free), so every convolution is an integer kernel;
-* a residual add gets both operands and its output (after the ReLU) quantized;
+* a residual add gets both operands and its output (after the ReLU) quantized, at
+  :data:`RESIDUAL_BITS` whatever the body's bit width: the residual stream is what the skip
+  connections carry from block to block, and a 2-bit copy of it loses most of that (the
+  QLinearAdds run on uint8 anyway); a convolution that reads it at fewer bits reads a
+  requantized copy (its own input quantizer, right before it);
 * ops that only move values (slicing, zero padding, max-pooling, flattening) keep a
   quantized tensor on its grid, so the quantizer sits before them, not after.
 
@@ -39,6 +43,8 @@ _ADD_METHODS = {"add", "add_"}
 _GRID_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
 _GRID_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, F.max_pool2d, F.dropout}
 _GRID_METHODS = {"view", "reshape", "flatten", "contiguous", "clone"}
+#: Bits of the residual stream (the operands and sums of residual adds, the stem output).
+RESIDUAL_BITS = 8
 
 
 class LeafTracer(fx.Tracer):
@@ -94,9 +100,8 @@ def build_qat_graph(model: nn.Module, plans) -> fx.GraphModule:
                 placer.ensure(_after_relu(gm, node), bits)
         for node in list(gm.graph.nodes):
             if _is_add(node) and placer.touches_quantized(node):
-                placer.ensure(node.args[0], bits)
-                placer.ensure(node.args[1], bits)
-                placer.ensure(_after_relu(gm, node), bits)
+                for tensor in (node.args[0], node.args[1], _after_relu(gm, node)):
+                    placer.widen(tensor, max(bits, RESIDUAL_BITS))
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
@@ -185,14 +190,19 @@ class _QuantizerPlacer:
     def touches_quantized(self, node: fx.Node) -> bool:
         return any(self.is_quantizer(self.source(a)) for a in node.args if isinstance(a, fx.Node))
 
-    def ensure(self, node: fx.Node, bits: int) -> LsqQuantizer:
-        """The quantizer of ``node``'s tensor, inserted right after its source if it has none."""
+    def quantizer_node(self, node: fx.Node) -> fx.Node | None:
+        """The quantizer node of ``node``'s tensor, or None."""
         source = self.source(node)
         if self.is_quantizer(source):
-            return self.gm.get_submodule(source.target)
-        existing = next((u for u in source.users if self.is_quantizer(u)), None)
+            return source
+        return next((u for u in source.users if self.is_quantizer(u)), None)
+
+    def ensure(self, node: fx.Node, bits: int) -> LsqQuantizer:
+        """The quantizer of ``node``'s tensor, inserted right after its source if it has none."""
+        existing = self.quantizer_node(node)
         if existing is not None:
             return self.gm.get_submodule(existing.target)
+        source = self.source(node)
         quantizer = LsqQuantizer(bits, signed=True, activation=True)
         if self.device is not None:
             quantizer.to(self.device)
@@ -202,3 +212,30 @@ class _QuantizerPlacer:
             qnode = self.gm.graph.call_module(target, (source,))
         source.replace_all_uses_with(qnode, delete_user_cb=lambda user: user is not qnode)
         return quantizer
+
+    def widen(self, node: fx.Node, bits: int) -> None:
+        """Carry ``node``'s tensor at ``bits`` or more.  A narrower quantizer already on it
+        moves to the layers that read the tensor through it: they now read a requantized copy."""
+        narrow_node = self.quantizer_node(node)
+        if narrow_node is None:
+            self.ensure(node, bits)
+            return
+        narrow = self.gm.get_submodule(narrow_node.target)
+        if narrow.bits >= bits:
+            return
+        readers = [n for n in self.gm.graph.nodes if n.op == "call_module"
+                   and getattr(self.gm.get_submodule(n.target), "input_quantizer", None) is narrow]
+        producer = narrow_node.args[0]
+        narrow_node.replace_all_uses_with(producer)
+        self.gm.graph.erase_node(narrow_node)
+        self.gm.delete_submodule(narrow_node.target)
+        self.ensure(producer, bits)
+        target = f"{narrow_node.target}_{narrow.bits}bit"
+        self.gm.add_submodule(target, narrow)
+        for reader in readers:
+            tensor = reader.args[0]
+            requantized = next((u for u in tensor.users if u.op == "call_module" and u.target == target), None)
+            if requantized is None:
+                with self.gm.graph.inserting_before(reader):
+                    requantized = self.gm.graph.call_module(target, (tensor,))
+            reader.replace_input_with(tensor, requantized)

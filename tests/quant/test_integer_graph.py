@@ -78,15 +78,41 @@ def test_quantizers_sit_on_the_tensors_the_integer_graph_carries():
         assert is_quantizer(conv.args[0])
         out = next(iter(conv.users))
         assert is_quantizer(out) or is_quantizer(next(iter(out.users)))
-    for add in adds:  # both operands and the (ReLU'd) sum are integer tensors
-        assert all(is_quantizer(source(a)) for a in add.args)
-        assert is_quantizer(next(iter(next(iter(add.users)).users)))
+    for add in adds:  # both operands and the (ReLU'd) sum are integer tensors, at 8 bits
+        assert all(is_quantizer(source(a)) and modules[source(a).target].bits == 8 for a in add.args)
+        sum_quantizer = next(iter(next(iter(add.users)).users))
+        assert is_quantizer(sum_quantizer) and modules[sum_quantizer.target].bits == 8
+    body = convs[1:]  # a 4-bit body convolution reads 4 bits: its own copy of a residual tensor
+    assert all(modules[c.args[0].target].bits == 4 for c in body)
+    requantized = [c.args[0] for c in body if is_quantizer(c.args[0].args[0])]
+    assert len(requantized) == 9  # each block's first conv requantizes the block input
+    assert all(modules[q.args[0].target].bits == 8 for q in requantized)
     quantizers = activation_quantizers(qmodel)
-    assert len(quantizers) == 1 + 1 + 3 * 9 + 1  # image, stem, 3 per block, pooled features
+    # image, stem, per block: 2 conv outputs, the sum and the requantized input; pooled features
+    assert len(quantizers) == 1 + 1 + 4 * 9 + 1
     first = quantizers["act_quantizers.x"]
     assert (first.bits, first.is_signed) == (8, True)  # the image, at the first layer's bits
     relus = [q for name, q in quantizers.items() if "relu" in name]
     assert relus and all(not q.is_signed for q in relus)  # unsigned after every ReLU
+
+
+def test_the_export_requantizes_the_residual_stream_where_a_low_bit_conv_reads_it():
+    torch.manual_seed(0)
+    x = torch.randn(32, 3, 32, 32)
+    qmodel = prepare_qat(build_classifier("cifar_resnet20", 10).eval(), 2, 2, 8, per_channel=True, log=None)
+    calibrate(qmodel, [x], 1)
+    model = onnx.load_from_string(export_onnx(qmodel.eval(), x, tolerance=RANDOM_NET, weight_format="int8")[0])
+    grid = {n.output[0]: [int(onnx.numpy_helper.to_array(i)) for i in model.graph.initializer
+                          if i.name in n.input[1:]] for n in model.graph.node if n.op_type == "Clip"}
+    assert sorted(map(tuple, grid.values())) == [(0, 3)] * 18  # 9 conv outputs + 9 requantized block inputs
+    producers = {n.output[0]: n for n in model.graph.node}
+    adds = [n for n in model.graph.node if n.op_type == "Add"]
+    for add in adds:  # 8-bit operands: dequantized straight from a full-range QuantizeLinear
+        for operand in add.input:
+            node = producers[operand]
+            while node.op_type in ("DequantizeLinear", "Slice", "Pad"):
+                node = producers[node.input[0]]
+            assert node.op_type == "QuantizeLinear"
 
 
 @pytest.fixture(scope="module")
