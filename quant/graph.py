@@ -7,11 +7,10 @@ integers between layers, so the QAT model must quantize the same tensors, once e
 * the input of every quantized layer is quantized (the model input for the stem);
 * every quantized convolution's output is quantized (after its ReLU when one follows:
   an unsigned grid then makes the ReLU free), so every convolution is an integer kernel;
-* a residual add gets both operands and its output (after the ReLU) quantized, at
-  :data:`RESIDUAL_BITS` whatever the body's bit width: the residual stream is what the skip
-  connections carry from block to block, and a 2-bit copy of it loses most of that (the
-  QLinearAdds run on uint8 anyway); a convolution that reads it at fewer bits reads a
-  requantized copy (its own input quantizer, right before it);
+* a residual add gets both operands and its output (after the ReLU) quantized; below
+  :data:`WIDE_RESIDUAL_BELOW` bits at :data:`RESIDUAL_BITS` (see there), and a convolution
+  that reads the residual stream at fewer bits then reads a requantized copy (its own input
+  quantizer, right before it);
 * ops that only move values (slicing, zero padding, max-pooling, flattening) keep a
   quantized tensor on its grid, so the quantizer sits before them, not after.
 
@@ -43,8 +42,16 @@ _ADD_METHODS = {"add", "add_"}
 _GRID_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
 _GRID_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, F.max_pool2d, F.dropout}
 _GRID_METHODS = {"view", "reshape", "flatten", "contiguous", "clone"}
-#: Bits of the residual stream (the operands and sums of residual adds, the stem output).
+#: Bits of the residual stream (the operands and sums of residual adds, the stem output) when
+#: the body runs below WIDE_RESIDUAL_BELOW bits.  The skip connections carry the features from
+#: block to block; at 2 bits that stream loses most of them (ResNet-20 W2A2: 24.7% top-1 with a
+#: 2-bit stream, the previous float one 36.1%), and uint8 costs the QLinearAdds nothing.  At 4
+#: bits the body's own grid costs under a point, so the graph there keeps it: a wide stream
+#: adds a requantization (3 small ops) per block at batch 1, and its 8-bit grids make one-step
+#: rounding differences between PyTorch and onnxruntime far more frequent (a 4-bit read
+#: amplifies them, parity then drops below 99% on briefly trained models).
 RESIDUAL_BITS = 8
+WIDE_RESIDUAL_BELOW = 4
 
 
 class LeafTracer(fx.Tracer):
@@ -101,7 +108,7 @@ def build_qat_graph(model: nn.Module, plans) -> fx.GraphModule:
         for node in list(gm.graph.nodes):
             if _is_add(node) and placer.touches_quantized(node):
                 for tensor in (node.args[0], node.args[1], _after_relu(gm, node)):
-                    placer.widen(tensor, max(bits, RESIDUAL_BITS))
+                    placer.widen(tensor, RESIDUAL_BITS if bits < WIDE_RESIDUAL_BELOW else bits)
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()

@@ -54,9 +54,10 @@ def test_folded_conv_bn_equals_conv_then_bn_in_float_mode(bias):
     assert torch.equal(quantized.bn.running_mean, before)
 
 
-def test_quantizers_sit_on_the_tensors_the_integer_graph_carries():
+@pytest.mark.parametrize("bits, residual_bits", [(2, 8), (4, 4)])
+def test_quantizers_sit_on_the_tensors_the_integer_graph_carries(bits, residual_bits):
     torch.manual_seed(0)
-    qmodel = prepare_qat(build_classifier("cifar_resnet20", 10).eval(), 4, 4, 8, log=None)
+    qmodel = prepare_qat(build_classifier("cifar_resnet20", 10).eval(), bits, bits, 8, log=None)
     calibrate(qmodel, [torch.randn(8, 3, 32, 32)], 1)
     graph = qmodel.graph
     modules = dict(qmodel.named_modules())
@@ -78,18 +79,18 @@ def test_quantizers_sit_on_the_tensors_the_integer_graph_carries():
         assert is_quantizer(conv.args[0])
         out = next(iter(conv.users))
         assert is_quantizer(out) or is_quantizer(next(iter(out.users)))
-    for add in adds:  # both operands and the (ReLU'd) sum are integer tensors, at 8 bits
-        assert all(is_quantizer(source(a)) and modules[source(a).target].bits == 8 for a in add.args)
+    for add in adds:  # both operands and the (ReLU'd) sum are integer tensors of the residual stream
+        assert all(is_quantizer(source(a)) and modules[source(a).target].bits == residual_bits for a in add.args)
         sum_quantizer = next(iter(next(iter(add.users)).users))
-        assert is_quantizer(sum_quantizer) and modules[sum_quantizer.target].bits == 8
-    body = convs[1:]  # a 4-bit body convolution reads 4 bits: its own copy of a residual tensor
-    assert all(modules[c.args[0].target].bits == 4 for c in body)
+        assert is_quantizer(sum_quantizer) and modules[sum_quantizer.target].bits == residual_bits
+    body = convs[1:]  # a body convolution reads its bits: below 4, its own copy of a residual tensor
+    assert all(modules[c.args[0].target].bits == bits for c in body)
     requantized = [c.args[0] for c in body if is_quantizer(c.args[0].args[0])]
-    assert len(requantized) == 9  # each block's first conv requantizes the block input
     assert all(modules[q.args[0].target].bits == 8 for q in requantized)
+    assert len(requantized) == (9 if residual_bits > bits else 0)  # each block's first conv, if any
     quantizers = activation_quantizers(qmodel)
-    # image, stem, per block: 2 conv outputs, the sum and the requantized input; pooled features
-    assert len(quantizers) == 1 + 1 + 4 * 9 + 1
+    # image, stem, per block: 2 conv outputs and the sum (+ the requantized input); pooled features
+    assert len(quantizers) == 1 + 1 + 3 * 9 + len(requantized) + 1
     first = quantizers["act_quantizers.x"]
     assert (first.bits, first.is_signed) == (8, True)  # the image, at the first layer's bits
     relus = [q for name, q in quantizers.items() if "relu" in name]
