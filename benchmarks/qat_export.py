@@ -12,8 +12,8 @@ onnxruntime's ``quantize_static`` (QDQ, U8S8, per-channel, BN folded, calibrated
 training images) and ``torch.ao`` FX int8 (x86 backend; run in PyTorch) when present.
 Latency is measured in this one process at 1 thread (``--threads``), batch 1 and batch 64,
 in interleaved rounds (every model in every round, each call timed, median over all calls),
-so that load from other processes hits every model alike.  Numbers depend on the training budget: the
-defaults are a few CPU minutes, not a recipe.
+so that load from other processes hits every model alike.  Numbers depend on the training
+budget: the defaults are a few CPU minutes, not a recipe.
 """
 from __future__ import annotations
 
@@ -234,9 +234,9 @@ def main() -> int:
     latency = interleaved_latency(models, images.numpy(), args.rounds, {1: 20, 64: 1})
     for row in rows:
         row["latency_ms"] = latency[row["model"]]
-    print(f"\n{args.model} on {args.data.name}, QAT with {args.method}; {args.threads} thread(s), median of "
-          f"{args.rounds} interleaved rounds (per call); float in PyTorch: {latency['float (PyTorch)'][1]:.2f} ms (batch 1), "
-          f"{latency['float (PyTorch)'][64]:.1f} ms (batch 64)")
+    print(f"\n{args.model} on {args.data.name}, QAT with {args.method}; {args.threads} thread(s), median per "
+          f"call over {args.rounds} interleaved rounds; float in PyTorch: {latency['float (PyTorch)'][1]:.2f} ms "
+          f"(batch 1), {latency['float (PyTorch)'][64]:.1f} ms (batch 64)")
     print("| model | size | latency b1 | vs float | latency b64 | vs float | integer kernels | top-1 ONNX "
           "| top-1 PyTorch | agreement |")
     print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")

@@ -44,12 +44,13 @@ _GRID_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, F.max_pool2d,
 _GRID_METHODS = {"view", "reshape", "flatten", "contiguous", "clone"}
 #: Bits of the residual stream (the operands and sums of residual adds, the stem output) when
 #: the body runs below WIDE_RESIDUAL_BELOW bits.  The skip connections carry the features from
-#: block to block; at 2 bits that stream loses most of them (ResNet-20 W2A2: 24.7% top-1 with a
-#: 2-bit stream, the previous float one 36.1%), and uint8 costs the QLinearAdds nothing.  At 4
-#: bits the body's own grid costs under a point, so the graph there keeps it: a wide stream
-#: adds a requantization (3 small ops) per block at batch 1, and its 8-bit grids make one-step
-#: rounding differences between PyTorch and onnxruntime far more frequent (a 4-bit read
-#: amplifies them, parity then drops below 99% on briefly trained models).
+#: block to block; at 2 bits that stream loses most of them (ResNet-20 W2A2 after 1 QAT epoch:
+#: 24.7% top-1 with a 2-bit stream, 32.5% with an 8-bit one), and uint8 costs the QLinearAdds
+#: nothing (they run on uint8 whatever the grid).  At 4 bits the body's own grid costs under a
+#: point, so the graph there keeps it: a wide stream adds a requantization (3 small ops) per
+#: block at batch 1, and its 8-bit grids make one-step rounding differences between PyTorch and
+#: onnxruntime far more frequent (a 4-bit read amplifies them: parity fell below 99% on a
+#: briefly trained W4A4 model).
 RESIDUAL_BITS = 8
 WIDE_RESIDUAL_BELOW = 4
 
