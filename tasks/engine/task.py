@@ -99,7 +99,7 @@ class Task:
         state = load_state_dict_file(path)
         self.check_trained_weights(state, path)
         model = self.build_model(pretrained=False)
-        load_into(model, state, skip_prefixes=(), source=f"checkpoint {path}")
+        load_into(model, state, skip_prefixes=(), source=f"the weights of checkpoint {path}")
         return model
 
     def check_trained_weights(self, state: dict, path) -> None:
