@@ -14,8 +14,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .checkpoint import fit_weights
 from .errors import UserError
-from .pretrained import load_into, load_state_dict_file
+from .pretrained import load_state_dict_file
 
 
 class Task:
@@ -99,7 +100,7 @@ class Task:
         state = load_state_dict_file(path)
         self.check_trained_weights(state, path)
         model = self.build_model(pretrained=False)
-        load_into(model, state, skip_prefixes=(), source=f"the weights of checkpoint {path}")
+        fit_weights(model, state, path)
         return model
 
     def check_trained_weights(self, state: dict, path) -> None:

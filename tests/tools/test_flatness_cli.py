@@ -102,7 +102,7 @@ def test_same_seed_same_numbers_and_1d_default_location(classification_run):
 
 def test_wrong_architecture_is_a_user_error(classification_run, tmp_path):
     cfg_path, checkpoint = classification_run
-    with pytest.raises(UserError, match="do not fit the model"):
+    with pytest.raises(UserError, match="does not fit"):
         flatness_tool.main(["--cfg", str(cfg_path), "--checkpoint", str(checkpoint),
                             "--opts", "MODEL.NAME", "cifar_resnet56"])
 
