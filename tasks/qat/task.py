@@ -88,7 +88,7 @@ class QatTask(ClassificationTask):
 
     # -- building -------------------------------------------------------------------------
     def build_model(self, pretrained: bool = True) -> nn.Module:
-        """The float classifier (with MODEL.PRETRAINED loaded), converted by prepare_qat."""
+        """The float classifier (MODEL.PRETRAINED loaded if ``pretrained``), converted by prepare_qat."""
         return self.quantize(super().build_model(pretrained))
 
     def quantize(self, float_model: nn.Module) -> nn.Module:
