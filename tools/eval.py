@@ -5,21 +5,21 @@
 
 Only the evaluated split (DATASET.TEST_SET) is read.  A pose split without keypoint ground
 truth (COCO test-dev image info) gets its results json written and its metrics null.
+``--image`` is the task's ``predict_image`` (pose: keypoints of the person boxes).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
 from tasks.engine import cli, config
 from tasks.engine.data import make_loader
+from tasks.engine.device import pick_device
 from tasks.engine.errors import UserError
 from tasks.engine.io import check_output_path, json_text, save_json
-from tasks.engine.checkpoint import load_model_weights
+from tasks.engine.run_dir import run_dir_of
 from tasks.engine.task import get as get_task
-from tasks.engine.trainer import pick_device, run_dir_of
 
 
 BOX_FORMATS = {"xywh": "x,y,w,h (COCO)", "xyxy": "x1,y1,x2,y2 (corners)"}
@@ -40,55 +40,30 @@ def parse_boxes(text: str, box_format: str = "xywh") -> list[list[float]]:
     return boxes
 
 
-def report_poses(poses, boxes, threshold: float, picture: Path, out_json: Path) -> dict:
-    """Per person: its box and 17 x (x, y, score); saved as JSON next to the picture.  A
-    person none of whose joints scored above the drawing threshold is said so on stderr."""
-    persons = []
-    for i, (box, pose) in enumerate(zip(boxes, poses)):
-        shown = int((pose[:, 2] > threshold).sum())
-        persons.append({"box_xywh": [round(v, 2) for v in box], "joints_drawn": shown,
-                        "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(c), 4)]
-                                      for x, y, c in pose]})
-        if shown == 0:
-            print(f"note: person {i} (box {box}): no joint scored above TEST.IN_VIS_THRE {threshold:g} "
-                  f"(best {float(pose[:, 2].max()):.3g}); only its box is drawn", file=sys.stderr)
-    report = {"picture": str(picture), "keypoints_file": str(out_json), "persons": persons}
-    save_json(report, out_json)
-    return report
-
-
 def main() -> int:
     parser = cli.config_parser(__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="model_best.pth, checkpoint_last.pth or a state_dict")
     parser.add_argument("--out", help="folder for results and pictures (default: RUN_DIR/eval)")
-    parser.add_argument("--image", help="pose: draw predictions on this image instead of evaluating")
-    parser.add_argument("--boxes", help="pose: person boxes for --image, separated by ';' "
-                        "(format: --box-format)")
+    parser.add_argument("--image", help="predict on this picture instead of evaluating, if the "
+                        "task offers it (pose: draws and saves the keypoints of --boxes)")
+    parser.add_argument("--boxes", help="regions of --image, separated by ';' (pose: the person "
+                        "boxes; format: --box-format)")
     parser.add_argument("--box-format", choices=sorted(BOX_FORMATS), default="xywh",
                         help="how --boxes are written: xywh = x,y,w,h as in COCO (the default), "
                              "xyxy = x1,y1,x2,y2")
     args = parser.parse_args()
     if args.out:
         check_output_path(args.out, "--out", folder=True)
+    if args.boxes and not args.image:
+        raise UserError("--boxes are regions of --image: give the picture too")
     cfg = config.load(args.cfg, args.opts)
-    cfg.MODEL.PRETRAINED = ""  # the checkpoint holds every weight: no need for the original file
+    boxes = parse_boxes(args.boxes, args.box_format) if args.boxes else None
     device = pick_device(cfg.DEVICE)
     task = get_task(cfg.TASK)(cfg)
-    model = task.build_model()
-    load_model_weights(model, args.checkpoint)
-    model.to(device).eval()
+    model = task.load_trained(args.checkpoint).to(device).eval()
     out_dir = Path(args.out) if args.out else run_dir_of(cfg) / "eval"
     if args.image:
-        if cfg.TASK != "pose" or not args.boxes:
-            raise UserError("--image works with TASK pose and needs --boxes x,y,w,h[;...]")
-        from tasks.pose.predict import predict_image
-
-        boxes = parse_boxes(args.boxes, args.box_format)
-        out = out_dir / (Path(args.image).stem + "_pose.jpg")
-        poses = predict_image(model, cfg, args.image, boxes, out)
-        report = report_poses(poses, boxes, float(cfg.TEST.IN_VIS_THRE), out,
-                              out.with_name(Path(args.image).stem + "_keypoints.json"))
-        print(json_text(report))
+        print(json_text(task.predict_image(model, args.image, boxes, out_dir)))
         return 0
     val_set = task.build_eval_dataset()
     loader = make_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, cfg.WORKERS, None, task.collate_fn())

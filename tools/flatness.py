@@ -34,10 +34,9 @@ from tasks.engine import cli
 from tasks.engine import config as config_lib
 from tasks.engine import task as task_registry
 from tasks.engine.data import seed_everything, to_device
+from tasks.engine.device import pick_device
 from tasks.engine.errors import UserError
 from tasks.engine.io import save_figure, save_json
-from tasks.engine.checkpoint import load_model_weights
-from tasks.engine.trainer import pick_device
 
 #: Top Hessian eigenvalues measured when comparing models (the paper's flatness figure).
 COMPARE_TOPK = 50
@@ -46,13 +45,6 @@ LEVEL_CEILING = 10.0
 
 
 # -- building what is measured -----------------------------------------------------------------
-def load_model(task, checkpoint: str | Path, device: torch.device) -> torch.nn.Module:
-    """The task's model with the checkpoint's weights (a trainer checkpoint or a state_dict)."""
-    model = task.build_model()
-    load_model_weights(model, checkpoint)
-    return model.to(device)
-
-
 def sample_batches(task, split: str, count: int, batch_size: int, seed: int,
                    device: torch.device) -> list:
     """``count`` batches drawn once, in a seeded random order, kept on ``device``.
@@ -124,7 +116,7 @@ def compare_checkpoints(cfgs_and_ckpts, labels=None, *, batches: int = 4,
         if len(pairs) > 1:
             print(f"[{n}/{len(pairs)}] measuring {label} ({checkpoint})", file=sys.stderr)
         task = task_registry.get(cfg.TASK)(cfg)
-        model = load_model(task, checkpoint, dev)
+        model = task.load_trained(checkpoint).to(dev)
         result = flatness.measure(model, task_loss(task), data, topk=topk,
                                   trace_samples=trace_samples, landscape=landscape, steps=steps,
                                   method=method, iters=iters, seed=seed, span=span)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import time
 
-from tasks.engine import cli, config, distributed, run_dir
+from tasks.engine import cli, config, distributed, run_dir, trainer
 from tasks.engine.errors import UserError
 from tasks.engine.io import json_text
-from tasks.engine.trainer import Trainer, run_dir_of
 
 
 def main() -> int:
@@ -32,19 +31,19 @@ def main() -> int:
     cfg = config.load(args.cfg, args.opts)
     auto = "auto" if (cfg.TRAIN.RESUME or cfg.AUTO_RESUME) else False
     main_process = os.environ.get("RANK", "0") == "0"
-    with run_dir.claim(run_dir_of(cfg), args.resume or auto, args.overwrite, main_process) as claim:
-        trainer = Trainer(cfg, resume=claim.resume, accept_config_change=args.accept_config_change)
+    with run_dir.claim(run_dir.run_dir_of(cfg), args.resume or auto, args.overwrite, main_process) as claim:
+        run = trainer.Trainer(cfg, resume=claim.resume, accept_config_change=args.accept_config_change)
         if claim.moved_to is not None:
-            trainer.log.warning(f"--overwrite: the earlier run was moved to {claim.moved_to}")
+            run.log.warning(f"--overwrite: the earlier run was moved to {claim.moved_to}")
         try:
-            results = trainer.fit()
+            results = run.fit()
         except UserError as err:
-            trainer.log.error(f"error: {cli.one_line(err)}")
+            run.log.error(f"error: {cli.one_line(err)}")
             raise
     stopped = bool(results.get("stopped"))
-    if trainer.is_main and not stopped:
+    if run.is_main and not stopped:
         minutes = (time.perf_counter() - started) / 60  # data preparation and evaluation included
-        trainer.log.info(f"done in {minutes:.1f} min")
+        run.log.info(f"done in {minutes:.1f} min")
         print(json_text({"run_dir": results["run_dir"], "best": results["best"], "minutes": round(minutes, 1)}))
     distributed.shutdown()  # every rank done before the group goes (after an error: torchrun ends them)
     return cli.STOPPED if stopped else 0

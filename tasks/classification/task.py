@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.engine.distributed import gather_to_main
+from tasks.engine.errors import UserError
 from tasks.engine.io import save_figure
 from tasks.engine.pretrained import load_into, resolve_pretrained
 from tasks.engine.task import Task, register
@@ -89,11 +90,11 @@ class ClassificationTask(Task):
     higher_is_better = True
 
     # -- building -------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
+    def build_model(self, pretrained: bool = True) -> nn.Module:
         m = self.cfg.MODEL
         model = build_classifier(m.NAME, m.NUM_CLASSES)
         head = head_prefix(m.NAME)
-        if m.PRETRAINED:
+        if pretrained and m.PRETRAINED:
             weights = resolve_pretrained(str(self.cfg.resolve_path(m.PRETRAINED)))
             skipped = load_into(
                 model, weights, skip_prefixes=(head,), source=f"MODEL.PRETRAINED {m.PRETRAINED}"
@@ -165,13 +166,23 @@ class ClassificationTask(Task):
             save_figure(confusion_figure(meter.confusion(), names), Path(out_dir) / "confusion_matrix.png", dpi=100)
         return meter.summary(names)
 
-    # -- deployment -----------------------------------------------------------------------
+    # -- trained models -------------------------------------------------------------------
+    def check_trained_weights(self, state: dict, path) -> None:
+        if holds_quantizers(state):
+            raise UserError(f"checkpoint {path} is a QAT checkpoint: use the qat config it was "
+                            f"trained with (TASK: qat)")
+
     def export(self, model: nn.Module, path, images: int | None = None) -> dict:
         """ONNX of the classifier (integer kernels for a QAT model), checked on test images."""
         from tasks.qat.exporting import checked_export, export_classifier
 
         _, val_set = self.build_datasets()
         return checked_export(export_classifier, model, self.cfg, val_set, path, images=images)
+
+
+def holds_quantizers(state: dict) -> bool:
+    """Whether a state_dict holds LSQ step sizes (``quant``'s ``*_quantizer.*`` keys)."""
+    return any("_quantizer." in key for key in state)
 
 
 def class_names(dataset, num_classes: int) -> list[str]:

@@ -63,7 +63,12 @@ def load(path: str | Path) -> dict:
 def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load the weights of a checkpoint (``model_best.pth``, ``checkpoint_last.pth``) or a
     plain state_dict into ``model``, strictly: any mismatch is a one-line error."""
-    state = load_state_dict_file(path)
+    fit_weights(model, load_state_dict_file(path), path)
+
+
+def fit_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """``state`` (read from ``path``) into ``model`` through its own ``load_state_dict``, so
+    that the model's load hooks apply (e.g. pose reads the reference's key layout)."""
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

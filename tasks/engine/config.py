@@ -211,7 +211,9 @@ def parse_opts(opts: Iterable[str]) -> list[tuple[str, Any]]:
 
 # -- schema --------------------------------------------------------------------------------
 def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
-    task_name = dict(overrides).get("TASK", data.get("TASK", BASE["TASK"]))
+    given = {**data, **dict(overrides)}
+    task_registry.import_modules(given.get("CUSTOM_IMPORTS", BASE["CUSTOM_IMPORTS"]), source)
+    task_name = given.get("TASK", BASE["TASK"])
     task_cls = _task_class(task_name, source)
     schema = _deep_merge(BASE, task_cls.defaults)
     checks = {**CHECKS, **task_cls.checks}

@@ -9,6 +9,7 @@ experiment files load unchanged.
 
 BASE = {
     "TASK": "classification",
+    "CUSTOM_IMPORTS": [],  # modules imported before TASK is looked up: tasks of one's own
     "NAME": "",  # run name; empty -> the config file's stem
     "OUTPUT_DIR": "output",
     "LOG_DIR": None,  # HRNet key, unused (logs go to the run directory)

@@ -58,10 +58,15 @@ class DiagnosticsMeter:
     """Per-epoch means of the optimizer's diagnostics, and the fraction of steps whose
     cos(g0, g2) < 0 ("gradient conflict")."""
 
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        self.conflicts = 0
+    def __init__(self, state: dict | None = None):
+        """``state``: what :meth:`state` returned (a checkpoint taken in mid-epoch)."""
+        state = state or {}
+        self.sums: dict[str, float] = dict(state.get("sums", {}))
+        self.count = int(state.get("count", 0))
+        self.conflicts = int(state.get("conflicts", 0))
+
+    def state(self) -> dict:
+        return {"sums": dict(self.sums), "count": self.count, "conflicts": self.conflicts}
 
     def add(self, stats: dict) -> None:
         if not stats or "cos_g0_g2" not in stats and "grad_norm" not in stats:

@@ -28,6 +28,11 @@ RUN_FILES = (checkpoint.LAST, checkpoint.BEST, "metrics.csv", "results.json")
 LOCK = ".lock"
 
 
+def run_dir_of(cfg) -> Path:
+    """Where the run of ``cfg`` lives: ``OUTPUT_DIR/TASK/NAME``."""
+    return Path(cfg.OUTPUT_DIR) / cfg.TASK / cfg.NAME
+
+
 @dataclass
 class Claim:
     resume: bool  # continue checkpoint_last.pth

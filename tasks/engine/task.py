@@ -2,7 +2,9 @@
 
 The trainer knows nothing about images, heatmaps or quantizers: it only calls the methods
 below.  A task class registers itself with ``@register("name")``; :data:`TASK_MODULES` says
-which package holds each name, and :func:`get` imports only that one.
+which package holds each built-in name, and :func:`get` imports only that one.  A task of
+one's own lives in any importable module that a config lists in ``CUSTOM_IMPORTS``
+(:func:`import_modules`), so adding a task touches neither the engine nor the tools.
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .checkpoint import fit_weights
 from .errors import UserError
+from .pretrained import load_state_dict_file
 
 
 class Task:
@@ -39,7 +43,10 @@ class Task:
         self.cfg = cfg
 
     # -- building -------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
+    def build_model(self, pretrained: bool = True) -> nn.Module:
+        """The model, initialised from ``MODEL.PRETRAINED`` (if set) when ``pretrained``.
+        :meth:`load_trained` passes False: a trained checkpoint holds every weight, so the
+        file the training started from need not exist where the model is evaluated."""
         raise NotImplementedError
 
     def build_datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
@@ -86,14 +93,35 @@ class Task:
         """
         raise NotImplementedError
 
-    # -- deployment ---------------------------------------------------------------------
+    # -- trained models (tools/eval.py, export.py, flatness.py) ------------------------------
+    def load_trained(self, path) -> nn.Module:
+        """The model with every weight from ``path`` (a checkpoint of this task's runs or a
+        state_dict), loaded strictly; ``MODEL.PRETRAINED`` is not read."""
+        state = load_state_dict_file(path)
+        self.check_trained_weights(state, path)
+        model = self.build_model(pretrained=False)
+        fit_weights(model, state, path)
+        return model
+
+    def check_trained_weights(self, state: dict, path) -> None:
+        """Refuse the weights of another kind of model with a message that says what they
+        are and which config fits them (e.g. a QAT checkpoint given with a float config);
+        the strict load that follows catches any other mismatch."""
+
+    def predict_image(self, model: nn.Module, image, boxes: list[list[float]] | None, out_dir) -> dict:
+        """Predict on one picture (``tools/eval.py --image``) with ``model`` (eval mode, on its
+        device): ``boxes`` are the ``[x, y, w, h]`` regions given with ``--boxes``, or None.
+        Writes its pictures/files into ``out_dir`` and returns a JSON-able report."""
+        raise self._not_offered("prediction on one picture (--image)")
+
     def export(self, model: nn.Module, path, images: int | None = None) -> dict:
         """Write ``model`` (eval mode, weights loaded) as a deployable file at ``path`` after
         checking it against PyTorch on ``images`` evaluation inputs; return the report.
         Raises :class:`UserError` when the file cannot be made or fails its check."""
-        from .errors import UserError
+        raise self._not_offered("export")
 
-        raise UserError(f"task {self.name or type(self).__name__} does not offer export")
+    def _not_offered(self, what: str) -> UserError:
+        return UserError(f"task {self.name or type(self).__name__} does not offer {what}")
 
     def on_fit_end(self, model: nn.Module, val_loader, out_dir) -> dict:
         """Hook run once on rank 0 after the last epoch (e.g. export); what it returns is
@@ -115,6 +143,10 @@ def register(name: str):
     """Class decorator: make a :class:`Task` subclass reachable as ``TASK: name``."""
 
     def wrap(cls: type[Task]) -> type[Task]:
+        home = TASK_MODULES.get(name)
+        if home is not None and not cls.__module__.startswith(home + "."):
+            raise UserError(f"{cls.__module__}: TASK name {name!r} is the built-in task of {home}; "
+                            f"register {cls.__name__} under another name")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -125,6 +157,20 @@ def register(name: str):
 def available() -> list[str]:
     """Every task name a config may give (known without importing any task package)."""
     return sorted(set(TASK_MODULES) | set(_REGISTRY))
+
+
+def import_modules(modules, source: str) -> None:
+    """Import the modules a config lists in ``CUSTOM_IMPORTS`` (each registers its tasks);
+    one that cannot be imported is an error naming it, never skipped."""
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m.strip() for m in modules):
+        raise UserError(f"{source}: CUSTOM_IMPORTS: {modules!r} is not a list of module names "
+                        "(e.g. [my_project.my_task])")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UserError(f"{source}: CUSTOM_IMPORTS: cannot import {module!r} ({err}); check the "
+                            "name and that its folder is on PYTHONPATH") from err
 
 
 def get(name: str) -> type[Task]:

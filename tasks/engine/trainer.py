@@ -21,6 +21,7 @@ from . import checkpoint, config as config_mod, distributed as dist, resume as r
 from .acceleration import autocast, compile_model, launch_hint, make_scaler, prepare_model, scaled_step
 from .data import (EpochSampler, EvalShard, epoch_seed, make_loader, rng_state, seed_everything,
                    set_rng_state, to_device)
+from .device import pick_device
 from .errors import UserError
 from .guard import NonFiniteSteps
 from .io import save_json
@@ -28,24 +29,8 @@ from .optimization import build_optimizer, optimizer_summary
 from .records import (DiagnosticsMeter, TensorBoard, epoch_line, make_logger, plot_curves,
                       write_metrics_csv)
 from .reference_keys import reference_key_notes
+from .run_dir import run_dir_of
 from .task import get as get_task
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("DEVICE: cuda was asked for but no CUDA device is available; "
-                        "use DEVICE auto or cpu")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    if dist.local_rank() >= torch.cuda.device_count():
-        raise UserError(f"LOCAL_RANK {dist.local_rank()} but this machine has {torch.cuda.device_count()} "
-                        "CUDA device(s); start at most that many processes per machine (torchrun "
-                        "--nproc_per_node), or use DEVICE cpu")
-    return torch.device("cuda", dist.local_rank())
-
-
-def run_dir_of(cfg) -> Path:
-    return Path(cfg.OUTPUT_DIR) / cfg.TASK / cfg.NAME
 
 
 class Trainer:
@@ -242,8 +227,7 @@ class Trainer:
         # loader workers' seeds: a function of (seed, rank, epoch), so a resume is exact with them
         self.train_loader.generator.manual_seed(epoch_seed(self.cfg.SEED, self.rank, epoch))
         sums = self.partial if skip else {}
-        diagnostics = DiagnosticsMeter()
-        diagnostics.__dict__.update(sums.pop("_diagnostics", {}))
+        diagnostics = DiagnosticsMeter(sums.pop("_diagnostics", None))
         bar = tqdm(total=self.iters_per_epoch, initial=skip, disable=None if self.is_main else True,
                    desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
         it, started = skip, time.perf_counter()
@@ -271,7 +255,7 @@ class Trainer:
                     self.log.info(f"epoch {epoch} it {it}/{self.iters_per_epoch} loss {loss:.4f} lr {lr:.4g}")
             # one agreed decision: a signal on any rank stops every rank after this iteration
             if dist.any_rank(self._stop_signal is not None) and it < self.iters_per_epoch:
-                self.partial = {**sums, "_diagnostics": dict(diagnostics.__dict__)}
+                self.partial = {**sums, "_diagnostics": diagnostics.state()}
                 self._save_last(epoch, it)
                 self.log.warning(f"stopped at epoch {epoch}, iteration {it}; resume with --resume")
                 bar.close()

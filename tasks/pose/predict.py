@@ -1,4 +1,5 @@
-"""Poses on a user's own picture, given person boxes (``tools/eval.py --image --boxes``).
+"""Poses on a user's own picture, given person boxes (``tools/eval.py --image --boxes``,
+through ``PoseTask.predict_image``).
 
 The crop, normalisation, flip test and decoding are the evaluation's own functions, and a
 box is used as a detection box is (raw, see :func:`transforms.detection_box`), so a picture
@@ -6,6 +7,7 @@ gets exactly what the COCO numbers measure.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from tasks.engine.errors import UserError
+from tasks.engine.io import save_json
 
 from .decode import decode_heatmaps, predict_heatmaps
 from .drawing import BOX_COLOR, PRED_COLOR, PRED_LEFT_COLOR, draw_pose, write_image
@@ -52,3 +55,26 @@ def predict_image(model, cfg, image_path, boxes, out_path=None) -> list[np.ndarr
             draw_pose(canvas, pose, float(cfg.TEST.IN_VIS_THRE), PRED_COLOR, PRED_LEFT_COLOR)
         write_image(canvas, Path(out_path))
     return poses
+
+
+def pose_report(model, cfg, image_path, boxes, out_dir) -> dict:
+    """Predict, draw ``<image>_pose.jpg`` and save ``<image>_keypoints.json`` in ``out_dir``:
+    per person its box and 17 x (x, y, score).  A person none of whose joints scored above
+    TEST.IN_VIS_THRE is said so on stderr (only its box is drawn)."""
+    if not boxes:
+        raise UserError("pose prediction on a picture needs the person boxes: --boxes x,y,w,h[;...]")
+    stem = Path(image_path).stem
+    picture, out_json = Path(out_dir) / f"{stem}_pose.jpg", Path(out_dir) / f"{stem}_keypoints.json"
+    threshold = float(cfg.TEST.IN_VIS_THRE)
+    persons = []
+    for i, (box, pose) in enumerate(zip(boxes, predict_image(model, cfg, image_path, boxes, picture))):
+        shown = int((pose[:, 2] > threshold).sum())
+        persons.append({"box_xywh": [round(v, 2) for v in box], "joints_drawn": shown,
+                        "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(c), 4)]
+                                      for x, y, c in pose]})
+        if shown == 0:
+            print(f"note: person {i} (box {box}): no joint scored above TEST.IN_VIS_THRE {threshold:g} "
+                  f"(best {float(pose[:, 2].max()):.3g}); only its box is drawn", file=sys.stderr)
+    report = {"picture": str(picture), "keypoints_file": str(out_json), "persons": persons}
+    save_json(report, out_json)
+    return report

@@ -167,10 +167,10 @@ class PoseTask(Task):
     higher_is_better = True
 
     # -- building -----------------------------------------------------------------------
-    def build_model(self):
+    def build_model(self, pretrained=True):
         cfg = self.cfg
         model = build_pose_resnet(cfg, model_geometry(cfg)[0])
-        if cfg.MODEL.PRETRAINED and cfg.MODEL.INIT_WEIGHTS:
+        if pretrained and cfg.MODEL.PRETRAINED and cfg.MODEL.INIT_WEIGHTS:
             from tasks.engine.pretrained import load_into, resolve_pretrained
 
             state = from_reference_layout(resolve_pretrained(cfg.MODEL.PRETRAINED))
@@ -289,7 +289,13 @@ class PoseTask(Task):
                                          int(t.NUM_DRAW), float(t.IN_VIS_THRE))
         return metrics
 
-    # -- deployment ---------------------------------------------------------------------
+    # -- trained models -----------------------------------------------------------------
+    def predict_image(self, model, image, boxes, out_dir) -> dict:
+        """Poses of the person ``boxes`` on a picture, drawn and saved (``predict.py``)."""
+        from .predict import pose_report
+
+        return pose_report(model, self.cfg, image, boxes, out_dir)
+
     def export(self, model, path, images=None) -> dict:
         """Float ONNX of the heatmap model, checked on validation crops (tasks/pose/export.py)."""
         from tasks.qat.exporting import checked_export

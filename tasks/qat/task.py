@@ -35,7 +35,7 @@ from torch import nn
 from quant import calibrate, prepare_qat, step_size_parameters
 from quant.export import ExportParityError
 from quant.weight_format import INT4_MIN_OPSET, WEIGHT_FORMATS
-from tasks.classification.task import ClassificationTask
+from tasks.classification.task import ClassificationTask, holds_quantizers
 from tasks.engine.errors import UserError
 from tasks.engine.task import register
 
@@ -87,9 +87,9 @@ class QatTask(ClassificationTask):
                             f"(got {cfg.QUANT.OPSET}); raise the opset or use int8")
 
     # -- building -------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        """The float classifier (with MODEL.PRETRAINED loaded), converted by prepare_qat."""
-        return self.quantize(super().build_model())
+    def build_model(self, pretrained: bool = True) -> nn.Module:
+        """The float classifier (MODEL.PRETRAINED loaded if ``pretrained``), converted by prepare_qat."""
+        return self.quantize(super().build_model(pretrained))
 
     def quantize(self, float_model: nn.Module) -> nn.Module:
         q = self.cfg.QUANT
@@ -130,6 +130,12 @@ class QatTask(ClassificationTask):
         if steps:
             out.append(step_group)
         return out
+
+    def check_trained_weights(self, state: dict, path) -> None:
+        if not holds_quantizers(state):
+            raise UserError(f"checkpoint {path} has no quantizer step sizes: it is a float model; "
+                            f"fine-tune it with this qat config first (tools/train.py, MODEL.PRETRAINED) "
+                            f"or use the classification config it was trained with")
 
     # -- evaluation -----------------------------------------------------------------------
     def on_fit_end(self, model: nn.Module, val_loader, out_dir: Path) -> dict:

@@ -16,6 +16,20 @@ def test_diagnostics_meter_means_and_conflict_fraction():
     assert DiagnosticsMeter().summary() == {}
 
 
+def test_diagnostics_meter_continues_from_its_state():
+    """A checkpoint taken in mid-epoch stores the meter's state; the resumed meter ends the
+    epoch with the same means as one that was never stopped."""
+    steps = [{"grad_norm": g, "cos_g0_g2": c} for g, c in ((1.0, 0.5), (3.0, -0.5), (2.0, 0.25))]
+    whole, first = DiagnosticsMeter(), DiagnosticsMeter()
+    for stats in steps:
+        whole.add(stats)
+    first.add(steps[0])
+    resumed = DiagnosticsMeter(first.state())
+    for stats in steps[1:]:
+        resumed.add(stats)
+    assert resumed.summary() == whole.summary() and first.summary()["grad_norm"] == 1.0
+
+
 def test_curves_show_diagnostics_panels_only_when_logged():
     bsam = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_top1": 50.0 + e, "lr": 0.1,
              "rho_min": 0.05, "grad_norm": 1.0, "perturbed_grad_norm": 1.2,

@@ -3,7 +3,6 @@
 the reference's own checkpoints load through --checkpoint and MODEL.PRETRAINED."""
 import torch
 
-from tasks.engine.checkpoint import load_model_weights
 from tasks.engine.config import load, make_config
 from tasks.engine.optimization import build_optimizer, optimizer_summary
 from tasks.engine.reference_keys import reference_key_notes
@@ -93,8 +92,7 @@ def test_a_checkpoint_in_the_reference_key_layout_loads(tmp_path):
     path = tmp_path / "pose_resnet_18_96x64.pth.tar"
     torch.save(state, path)
 
-    fresh = PoseTask(make_config(TINY_MODEL, task="pose")).build_model()
-    load_model_weights(fresh, path)  # what tools/eval.py --checkpoint does
+    fresh = PoseTask(make_config(TINY_MODEL, task="pose")).load_trained(path)  # tools' --checkpoint
     for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
 

@@ -168,7 +168,7 @@ def test_export_tool_bad_inputs_are_clear_errors(runs, tmp_path, tool):
     cases = [
         ((w4["cfg"], float_ckpt), "it is a float model"),
         ((fl["cfg"], w4_ckpt), "is a QAT checkpoint"),
-        ((w4["cfg"], w4_ckpt, "--opts", "MODEL.NAME", "cifar_resnet56"), "do not fit the model"),
+        ((w4["cfg"], w4_ckpt, "--opts", "MODEL.NAME", "cifar_resnet56"), "does not fit MODEL"),
         ((w4["cfg"], w4_ckpt, "--opts", "QUANT.W_BITS", "9"), "QUANT.W_BITS: 9 is not allowed"),
         ((w4["cfg"], tmp_path / "nope.pth"), "not found"),
     ]
