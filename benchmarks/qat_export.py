@@ -38,7 +38,8 @@ from tasks.engine.config import make_config  # noqa: E402
 from tasks.engine.io import save_json  # noqa: E402
 from tasks.engine.task import get as get_task  # noqa: E402
 from tasks.engine.trainer import Trainer  # noqa: E402
-from tasks.qat.exporting import check_images, export_classifier  # noqa: E402
+from tasks.classification.export import export_classifier  # noqa: E402
+from tasks.engine.exporting import check_images  # noqa: E402
 
 BATCHES = (1, 64)
 

@@ -174,7 +174,9 @@ class ClassificationTask(Task):
 
     def export(self, model: nn.Module, path, images: int | None = None) -> dict:
         """ONNX of the classifier (integer kernels for a QAT model), checked on test images."""
-        from tasks.qat.exporting import checked_export, export_classifier
+        from tasks.engine.exporting import checked_export
+
+        from .export import export_classifier
 
         _, val_set = self.build_datasets()
         return checked_export(export_classifier, model, self.cfg, val_set, path, images=images)

@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from quant.export import ExportReport, Tolerance, export_onnx
-from tasks.qat.exporting import check_images
+from tasks.engine.exporting import check_images
 
 from .images import IMAGENET_MEAN, IMAGENET_STD
 from .skeleton import NUM_JOINTS

@@ -298,7 +298,7 @@ class PoseTask(Task):
 
     def export(self, model, path, images=None) -> dict:
         """Float ONNX of the heatmap model, checked on validation crops (tasks/pose/export.py)."""
-        from tasks.qat.exporting import checked_export
+        from tasks.engine.exporting import checked_export
 
         from .export import export_pose
 

@@ -39,7 +39,7 @@ from tasks.classification.task import ClassificationTask, holds_quantizers
 from tasks.engine.errors import UserError
 from tasks.engine.task import register
 
-from .exporting import export_classifier
+from tasks.classification.export import export_classifier
 
 log = logging.getLogger("bsam.qat")  # a child of the trainer's logger: lands in train.log
 

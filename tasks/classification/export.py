@@ -1,33 +1,21 @@
 """Export a classifier (float or QAT) of a config to ONNX, checked on the config's test images.
 
-Shared by the qat task (export at the end of training), ``Task.export`` and the benchmarks.
-Metadata records what a deployment needs besides the graph: classes, input size and
-normalisation.
+Used by the classification and qat tasks (``Task.export``, export at the end of QAT) and the
+benchmarks.  Metadata records what a deployment needs besides the graph: classes, input size
+and normalisation.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-import torch
 from torch import nn
 
-from quant.export import DEFAULT_OPSET, ExportParityError, ExportReport, export_onnx
+from quant.export import DEFAULT_OPSET, ExportReport, export_onnx
 from tasks.classification.data import detect_format
 from tasks.classification.task import class_names
 from tasks.classification.transforms import normalisation
-from tasks.engine.errors import UserError
-
-
-def check_images(dataset, count: int) -> torch.Tensor:
-    """``count`` model inputs spread evenly over ``dataset`` (an ImageFolder is sorted by
-    class, so its first images would all be of one class), after the evaluation transform."""
-    if len(dataset) == 0:
-        raise ValueError("the evaluation set is empty: there are no images to check the export on")
-    idx = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int))
-    return torch.stack([dataset[int(i)][0] for i in idx])
+from tasks.engine.exporting import check_images
 
 
 def export_metadata(cfg, dataset) -> dict[str, str]:
@@ -65,13 +53,3 @@ def export_classifier(model: nn.Module, cfg, dataset, path: str | Path | None,
     _, report = export_onnx(model, inputs, path, metadata=export_metadata(cfg, dataset), threads=threads,
                             **export_options(cfg))
     return report
-
-
-def checked_export(export: Callable[..., ExportReport], *args, **kwargs) -> dict:
-    """Run an exporter; its refusal (parity check, unsupported layer) becomes a UserError."""
-    try:
-        return export(*args, **kwargs).as_dict()
-    except ExportParityError as err:
-        raise UserError(str(err)) from None
-    except ValueError as err:
-        raise UserError(f"cannot export the model: {err}") from None
