@@ -66,12 +66,7 @@ def train(cfg) -> Path:
 
 
 def load_model(cfg, checkpoint: Path):
-    from tasks.engine.pretrained import load_into, load_state_dict_file
-
-    cfg.MODEL.PRETRAINED = ""
-    model = get_task(cfg.TASK)(cfg).build_model()
-    load_into(model, load_state_dict_file(checkpoint), skip_prefixes=(), source=str(checkpoint))
-    return model.eval()
+    return get_task(cfg.TASK)(cfg).load_trained(checkpoint).eval()
 
 
 @torch.no_grad()
