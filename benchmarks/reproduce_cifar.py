@@ -208,6 +208,13 @@ def train_command(cfg: Path, opts: list[str], resume: bool = False) -> list[str]
             "--opts", *opts]
 
 
+def same_recipe(a: list[str], b: list[str]) -> bool:
+    """Whether two runs' options train the same thing (where their folders are does not count)."""
+    def key(opts: list[str]) -> dict[str, str]:
+        return {k: v for k, v in zip(opts[::2], opts[1::2]) if k != "OUTPUT_DIR"}
+    return key(a) == key(b)
+
+
 def shown_command(cfg: Path, opts: list[str]) -> str:
     """A run's command as the README shows it: the shared recipe is ``"${RECIPE[@]}"``."""
     return f'python tools/train.py --cfg {shlex.quote(short(cfg))} --opts "${{RECIPE[@]}}" {_quoted(opts)}'
@@ -526,7 +533,7 @@ def main(argv=None) -> int:
         for path in places:
             if path.is_file():
                 record = json.loads(path.read_text())
-                if record.get("opts") == opts:
+                if same_recipe(record.get("opts", []), opts):
                     return record
         return None
 
