@@ -21,6 +21,9 @@ DEMO_CFG := configs/demo/pose_bsam_demo.yaml
 demo_opt = $(if $(filter command line,$(origin $(1))),$(1) $($(1)))
 DEMO_OPTS := $(strip $(call demo_opt,NAME) $(call demo_opt,SEED) $(call demo_opt,AMP))
 
+# one thread unless OMP_NUM_THREADS is set: with another process on one of 2 cores, two threads
+# wait on each other and a training step takes 4x longer (measured); on a larger machine set it
+demo: export OMP_NUM_THREADS ?= 1
 demo: $(STAMP)
 	$(PY) -m tasks.pose.synthetic --cfg $(DEMO_CFG)
 	$(PY) tools/train.py --cfg $(DEMO_CFG) --overwrite $(if $(DEMO_OPTS),--opts $(DEMO_OPTS))
