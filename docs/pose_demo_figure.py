@@ -18,11 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.engine.config import load  # noqa: E402
 from tasks.pose.coco_people import load_coco  # noqa: E402
-from tasks.pose.drawing import GT_COLOR, PRED_COLOR, PRED_LEFT_COLOR, draw_pose, write_image  # noqa: E402
+from tasks.engine.io import atomic_write  # noqa: E402
+from tasks.pose.drawing import GT_COLOR, PRED_COLOR, PRED_LEFT_COLOR, draw_pose  # noqa: E402
 from tasks.pose.layout import split_files  # noqa: E402
 
 SCALE = 2  # enlargement before drawing
 COLUMNS, ROWS = 3, 2
+JPEG_QUALITY = 80  # keeps the picture under 300 KB
 
 
 def panel(image: np.ndarray, truths: list, predictions: list, threshold: float) -> np.ndarray:
@@ -56,7 +58,8 @@ def main(run_dir: str, out: str = "docs/pose_demo_example.jpg") -> None:
                                 value=(255, 255, 255)) for p in panels]
     cells += [np.full_like(cells[0], 255)] * (COLUMNS * ROWS - len(cells))
     grid = np.vstack([np.hstack(cells[r * COLUMNS:(r + 1) * COLUMNS]) for r in range(ROWS)])
-    write_image(grid, out)
+    data = cv2.imencode(".jpg", grid, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+    atomic_write(Path(out), lambda tmp: Path(tmp).write_bytes(data))
     print(f"{out}: {grid.shape[1]}x{grid.shape[0]}, {Path(out).stat().st_size // 1024} KB")
 
 
