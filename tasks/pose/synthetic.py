@@ -13,6 +13,11 @@ Output is real COCO: ``annotations/person_keypoints_<split>.json``, JPEGs under
 duplicates and false positives) under ``person_detection_results/`` -- the
 ``data/coco`` layout, so the demo runs the very code path of real COCO.  Everything is
 a function of the seed.
+
+Generation is an explicit step, ``python -m tasks.pose.synthetic --cfg CONFIG`` (``make demo``
+runs it once before training); ``MARKER`` records the parameters, so a second call checks the
+set and reuses it, and a run only checks it (:func:`check_synthetic`): ranks of a DDP run
+never write data at the same time.
 """
 from __future__ import annotations
 
