@@ -64,10 +64,15 @@ def torchrun_training(out: Path) -> None:
             "TEST.NUM_DRAW", 0, "DETERMINISTIC", "true", "WORKERS", 0, "AMP", "none"]
     env = {"RECORD_DIR": str(out), "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "OMP_NUM_THREADS": "2"}
 
+    demo_cfg = REPO / "configs" / "demo" / "pose_bsam_demo.yaml"
+    made = run(["-m", "tasks.pose.synthetic", "--cfg", demo_cfg, "--opts", *opts])  # runs only check it
+    if made.returncode != 0:
+        raise RuntimeError(f"synthetic data failed:\n{made.stderr[-2000:]}")
+
     def train(name: str, *extra, stop: bool = False):
         started = time.perf_counter()
         proc = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 1, worker,
-                    "--cfg", REPO / "configs" / "demo" / "pose_bsam_demo.yaml", *extra,
+                    "--cfg", demo_cfg, *extra,
                     "--opts", "NAME", name, *opts],
                    env={**env, **({"STOP_RANK": "0", "STOP_STEP": "5"} if stop else {})}, timeout=300)
         if proc.returncode != 0:

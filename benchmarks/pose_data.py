@@ -21,6 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tasks.engine.acceleration import resolve_amp  # noqa: E402
 from tasks.engine.config import load  # noqa: E402
 from tasks.engine.data import seed_worker  # noqa: E402
 from tasks.pose.decode import decode_heatmaps, predict_heatmaps  # noqa: E402
@@ -88,13 +89,14 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = task.build_model().to(device).eval()
     w, h = cfg.MODEL.IMAGE_SIZE
-    bf16 = cfg.AMP == "bf16"
+    amp = resolve_amp(cfg.AMP, device)[0]  # the demo's 'auto' -> bf16 or none
+    bf16 = amp == "bf16"
     rows = [
         ("data pipeline, 1 process", samples_per_second(train, args.samples, 0), "samples/s"),
         ("data pipeline, DataLoader 2 workers", samples_per_second(train, args.samples, 2), "samples/s"),
-        (f"inference, flip test ({device.type}, {cfg.AMP})",
+        (f"inference, flip test ({device.type}, {amp})",
          inference_per_second(model, val, args.batches, args.batch_size, True, bf16), "crops/s"),
-        (f"inference, no flip ({device.type}, {cfg.AMP})",
+        (f"inference, no flip ({device.type}, {amp})",
          inference_per_second(model, val, args.batches, args.batch_size, False, bf16), "crops/s"),
     ]
     print(f"\npose pipeline on coco_sample ({len(train)} train persons), input {h}x{w}, "

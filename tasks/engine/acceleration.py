@@ -1,6 +1,7 @@
 """The GPU speed switches of a run: mixed precision (bf16 autocast, fp16 with a GradScaler),
 channels-last memory layout, SyncBatchNorm and ``torch.compile``.  All are off by default
-because each changes the numerics (or, for compile, the start-up time)."""
+because each changes the numerics (or, for compile, the start-up time); ``AMP: auto`` turns
+bf16 on only where the hardware runs it natively (emulated bf16 is slower than float32)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,39 @@ from torch import nn
 from optim.bn import frozen_bn_stats
 
 from .errors import UserError
+
+
+def bf16_support(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` computes in bfloat16 natively, and the evidence for the log.  On a
+    CPU that takes AVX512-BF16 or AMX instructions: oneDNN runs bf16 on any AVX-512 CPU, but
+    without them it converts every value and is slower than float32."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported():
+            return True, f"{name} supports bfloat16"
+        return False, f"{name} has no bfloat16 support"
+    if device.type != "cpu":
+        return False, f"no bfloat16 check for device type {device.type}"
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if None in probes or not torch.backends.mkldnn.is_available():
+        return False, f"this torch {torch.__version__} build cannot tell whether the CPU has bfloat16 instructions"
+    avx512_bf16, amx = (probe() for probe in probes)
+    if avx512_bf16 or amx:
+        found = " and ".join(n for n, ok in (("AVX512-BF16", avx512_bf16), ("AMX", amx)) if ok)
+        return True, f"the CPU has {found} instructions"
+    return False, "the CPU has neither AVX512-BF16 nor AMX instructions (bfloat16 would be emulated, slower)"
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[str, str]:
+    """The precision a run uses (``none``, ``bf16`` or ``fp16``) and a log line saying why."""
+    if amp != "auto":
+        return amp, f"precision: {_PRECISION[amp]} (AMP {amp}, as configured)"
+    supported, why = bf16_support(device)
+    chosen = "bf16" if supported else "none"
+    return chosen, f"precision: {_PRECISION[chosen]} (AMP auto on {device.type}: {why})"
+
+
+_PRECISION = {"none": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast with a GradScaler"}
 
 
 def autocast(amp: str, device: torch.device):

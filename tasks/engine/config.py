@@ -151,6 +151,7 @@ def load(path: str | os.PathLike, opts: Iterable[str] = ()) -> Config:
                           f"got {type(data).__name__}")
     cfg = build(data, parse_opts(opts), source=source)
     cfg.config_dir = str(path.parent)
+    cfg.source = source
     if not cfg.NAME:
         cfg.NAME = path.stem
     check_name(cfg.NAME, source)

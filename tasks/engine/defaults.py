@@ -24,7 +24,7 @@ BASE = {
     "SEED": 0,
     "DETERMINISTIC": False,
     "DEVICE": "auto",  # auto | cpu | cuda
-    "AMP": "none",  # none | bf16 | fp16 (fp16: CUDA only, with a GradScaler)
+    "AMP": "none",  # none | bf16 | fp16 (fp16: CUDA only, with a GradScaler) | auto (bf16 where native)
     "CHANNELS_LAST": False,  # NHWC model and images (faster convolutions on tensor cores)
     "COMPILE": "none",  # none | inductor | aot_eager | eager: torch.compile backend of the model
     "CUDNN": {"BENCHMARK": True, "DETERMINISTIC": False, "ENABLED": True},
@@ -91,7 +91,7 @@ RENAMED = {"TRAIN.BATCH_SIZE": "TRAIN.BATCH_SIZE_PER_GPU", "TEST.BATCH_SIZE": "T
 #: Allowed values for base keys (dotted name -> choices, or (predicate, description)).
 CHECKS = {
     "DEVICE": ["auto", "cpu", "cuda"],
-    "AMP": ["none", "bf16", "fp16"],
+    "AMP": ["none", "bf16", "fp16", "auto"],
     "COMPILE": ["none", "inductor", "aot_eager", "eager"],
     "TRAIN.OPTIMIZER": ["sgd", "adam", "adamw"],
     "TRAIN.LR_SCHEDULER": ["multistep", "cosine", "constant"],

@@ -18,7 +18,8 @@ from tqdm import tqdm
 import optim
 
 from . import checkpoint, config as config_mod, distributed as dist, resume as resume_check
-from .acceleration import autocast, compile_model, launch_hint, make_scaler, prepare_model, scaled_step
+from .acceleration import (autocast, compile_model, launch_hint, make_scaler, prepare_model, resolve_amp,
+                           scaled_step)
 from .data import (EpochSampler, EvalShard, epoch_seed, make_loader, rng_state, seed_everything,
                    set_rng_state, to_device)
 from .device import pick_device
@@ -40,7 +41,8 @@ class Trainer:
         self.cfg = cfg
         self.accept_config_change = accept_config_change
         self.device = pick_device(cfg.DEVICE)
-        self.scaler = make_scaler(cfg.AMP, self.device)  # fp16 only; an error on a CPU-only machine
+        self.amp, amp_reason = resolve_amp(cfg.AMP, self.device)  # 'auto' -> bf16 or none
+        self.scaler = make_scaler(self.amp, self.device)  # fp16 only; an error on a CPU-only machine
         self.rank, self.world = dist.init_from_env(self.device)
         self.is_main = self.rank == 0
         seed_everything(cfg.SEED)
@@ -55,6 +57,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         dist.barrier()
         self.log = make_logger(self.run_dir if self.is_main else None)
+        self.log.info(amp_reason)
         self.task = get_task(cfg.TASK)(cfg)
 
         train_set, val_set = self.task.build_datasets()
@@ -107,7 +110,7 @@ class Trainer:
         return opt, scheduler
 
     def _autocast(self):
-        return autocast(self.cfg.AMP, self.device)
+        return autocast(self.amp, self.device)
 
     # -- checkpoints -------------------------------------------------------------------
     def _state(self, epoch: int, iters_done: int, ranks: list[dict]) -> dict:

@@ -51,7 +51,7 @@ POSE_DEFAULTS = {
         # suite additions
         "TEST_ANN_FILE": "",  # annotation json of TEST_SET relative to ROOT ('' = the standard name)
         "PHOTOMETRIC": False,  # albumentations colour augmentation of training crops (not in the reference)
-        "SYNTHETIC": False,  # generate the synthetic demo data set at ROOT when absent
+        "SYNTHETIC": False,  # ROOT holds the synthetic demo set (python -m tasks.pose.synthetic --cfg ...)
         "SYNTHETIC_IMAGES": 800,  # training images of the synthetic set
         "SYNTHETIC_VAL_IMAGES": 100,
         "SYNTHETIC_SEED": 0,
@@ -196,10 +196,9 @@ class PoseTask(Task):
         d = self.cfg.DATASET
         root = self.cfg.resolve_path(d.ROOT)
         if d.SYNTHETIC:
-            from .synthetic import ensure_synthetic_coco
+            from .synthetic import check_synthetic
 
-            ensure_synthetic_coco(root, d.TRAIN_SET, d.TEST_SET, int(d.SYNTHETIC_IMAGES),
-                                  int(d.SYNTHETIC_VAL_IMAGES), int(d.SYNTHETIC_SEED))
+            check_synthetic(self.cfg, root)
         return root
 
     def build_datasets(self):

@@ -4,10 +4,14 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import REPO
+from tasks.engine.config import load
 from tasks.engine.errors import UserError
+from tasks.pose import synthetic
 from tasks.pose.evaluation import coco_keypoint_metrics, coco_results
 from tasks.pose.coco_people import detection_records, ground_truth_records, load_coco
 from tasks.pose.synthetic import ensure_synthetic_coco, render_image
+from tasks.pose.task import PoseTask
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +70,51 @@ def test_an_existing_set_is_reused_and_foreign_data_is_never_overwritten(synthet
     with pytest.raises(UserError, match="already holds other data"):
         ensure_synthetic_coco(foreign, "train", "val", 2, 2)
     assert (foreign / "mine.txt").read_text() == "user data"
+
+
+# -- generation is an explicit step; runs only check ----------------------------------------
+DEMO_CFG = REPO / "configs" / "demo" / "pose_bsam_demo.yaml"
+
+
+def tiny_demo_opts(root, train_images=3):
+    return ["DATASET.ROOT", str(root), "DATASET.SYNTHETIC_IMAGES", str(train_images),
+            "DATASET.SYNTHETIC_VAL_IMAGES", "2"]
+
+
+def test_the_command_generates_once_then_checks_and_reuses(tmp_path, caplog):
+    root = tmp_path / "pose_demo"
+    assert synthetic.main(["--cfg", str(DEMO_CFG), "--opts", *tiny_demo_opts(root)]) == 0
+    ann = root / "annotations" / "person_keypoints_train.json"
+    stamp = ann.stat().st_mtime_ns
+    assert len(list((root / "images" / "train").glob("*.jpg"))) == 3
+    with caplog.at_level("INFO", logger="bsam.pose"):
+        assert synthetic.main(["--cfg", str(DEMO_CFG), "--opts", *tiny_demo_opts(root)]) == 0
+    assert ann.stat().st_mtime_ns == stamp and "reused" in caplog.text
+    next(iter((root / "images" / "val").glob("*.jpg"))).unlink()  # damaged: made again
+    synthetic.main(["--cfg", str(DEMO_CFG), "--opts", *tiny_demo_opts(root)])
+    assert len(list((root / "images" / "val").glob("*.jpg"))) == 2
+
+
+def test_a_run_never_generates_and_names_the_command(tmp_path):
+    root = tmp_path / "pose_demo"
+    cfg = load(DEMO_CFG, tiny_demo_opts(root))
+    with pytest.raises(UserError, match=r"does not exist; create the synthetic set first: "
+                                        r"python -m tasks.pose.synthetic --cfg .*pose_bsam_demo.yaml") as err:
+        PoseTask(cfg).build_datasets()
+    assert "\n" not in str(err.value) and not root.exists()
+
+
+def test_a_run_refuses_a_set_made_with_other_parameters_or_incomplete(tmp_path):
+    root = tmp_path / "pose_demo"
+    synthetic.main(["--cfg", str(DEMO_CFG), "--opts", *tiny_demo_opts(root)])
+    assert len(PoseTask(load(DEMO_CFG, tiny_demo_opts(root))).build_datasets()[0]) > 0
+    with pytest.raises(UserError, match=r"made with DATASET.SYNTHETIC_IMAGES 3 \(wanted 4\); create"):
+        PoseTask(load(DEMO_CFG, tiny_demo_opts(root, train_images=4))).build_datasets()
+    next(iter((root / "images" / "train").glob("*.jpg"))).unlink()
+    with pytest.raises(UserError, match=r"incomplete synthetic set \(2 of 3 images in images/train\)"):
+        PoseTask(load(DEMO_CFG, tiny_demo_opts(root))).build_datasets()
+
+
+def test_the_command_refuses_a_config_without_synthetic_data(tmp_path):
+    with pytest.raises(UserError, match="not a synthetic pose config"):
+        synthetic.main(["--cfg", str(DEMO_CFG), "--opts", "DATASET.SYNTHETIC", "false"])
