@@ -1,6 +1,7 @@
 """`make demo` twice on one checkout: the second run reuses the generated data and starts a
 fresh run (the first is moved aside).  The test runs the very commands of the Makefile
 (`make -n`), shortened by --opts to a one-iteration run on a 3-image set."""
+import os
 import shlex
 import shutil
 import subprocess
@@ -14,8 +15,12 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU 
 
 
 def demo_commands(*variables) -> list[list[str]]:
-    out = subprocess.run(["make", "-n", "-o", ".venv/.installed-stamp", "demo", f"PY={sys.executable}",
-                          *variables], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    # under `make test` the outer make's MAKEFLAGS/MAKELEVEL would make this one print
+    # "Entering directory" lines: run it as a user's own `make demo` runs
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.installed-stamp", "demo",
+                          f"PY={sys.executable}", *variables], cwd=REPO, capture_output=True, text=True,
+                         check=True, env=env).stdout
     return [shlex.split(line) for line in out.splitlines() if line.strip()]
 
 
