@@ -57,12 +57,15 @@ def gaussian_blur(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
     sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
     taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
     taps /= taps.sum()
+
+    def banded(size):  # the 1-D convolution as a matrix, so one matmul blurs every map
+        offsets = np.arange(size)[None, :] - np.arange(size)[:, None]
+        return np.where(np.abs(offsets) <= radius, taps[np.clip(offsets + radius, 0, 2 * radius)], 0.0)
+
     h, w = heatmaps.shape[2:]
-    padded = np.pad(heatmaps, ((0, 0), (0, 0), (radius, radius), (radius, radius)))
-    rows = sum(t * padded[:, :, i:i + h, :] for i, t in enumerate(taps))
-    blurred = sum(t * rows[:, :, :, i:i + w] for i, t in enumerate(taps))
+    blurred = banded(h) @ heatmaps @ banded(w)
     old_max, new_max = heatmaps.max(axis=(2, 3), keepdims=True), blurred.max(axis=(2, 3), keepdims=True)
-    return blurred * np.where(new_max > 0, old_max / np.where(new_max > 0, new_max, 1), 1)
+    return blurred * np.divide(old_max, new_max, out=np.ones_like(new_max), where=new_max > 0)
 
 
 def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, blur_kernel: int = 11) -> np.ndarray:
@@ -70,14 +73,14 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, blur_kernel: int = 11)
     heatmap at each integer peak, -H^-1 g; peaks within two pixels of the border and those
     whose Hessian is singular (e.g. a flat map) stay where they are."""
     n, j, h, w = heatmaps.shape
-    logs = np.log(np.maximum(gaussian_blur(heatmaps.astype(np.float64), blur_kernel), 1e-10))
+    blurred = gaussian_blur(heatmaps.astype(np.float64), blur_kernel)
     px, py = coords[..., 0].astype(int), coords[..., 1].astype(int)
     inside = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
     px, py = np.clip(px, 2, w - 3), np.clip(py, 2, h - 3)
     ni, ji = np.meshgrid(np.arange(n), np.arange(j), indexing="ij")
 
-    def at(ox, oy):
-        return logs[ni, ji, py + oy, px + ox]
+    def at(ox, oy):  # the log of the blurred map, only where the step needs it
+        return np.log(np.maximum(blurred[ni, ji, py + oy, px + ox], 1e-10))
 
     dx, dy = (at(1, 0) - at(-1, 0)) / 2, (at(0, 1) - at(0, -1)) / 2
     dxx = (at(2, 0) - 2 * at(0, 0) + at(-2, 0)) / 4
