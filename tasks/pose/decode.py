@@ -13,6 +13,7 @@ of a pixel instead of to a quarter.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -51,12 +52,10 @@ def refine_quarter_pixel(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray
 
 
 def gaussian_blur(heatmaps: np.ndarray, kernel: int) -> np.ndarray:
-    """Each map smoothed by a ``kernel`` x ``kernel`` Gaussian (zero outside the map; sigma
-    as OpenCV picks it for that size), then rescaled to keep its own maximum as DARK does."""
+    """Each map smoothed by OpenCV's ``kernel`` x ``kernel`` Gaussian (zero outside the map),
+    then rescaled to keep its own maximum, as DARK's authors do."""
     radius = kernel // 2
-    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
-    taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
-    taps /= taps.sum()
+    taps = cv2.getGaussianKernel(kernel, 0, cv2.CV_64F).ravel()
 
     def banded(size):  # the 1-D convolution as a matrix, so one matmul blurs every map
         offsets = np.arange(size)[None, :] - np.arange(size)[:, None]

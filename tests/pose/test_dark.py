@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from tasks.engine.config import ConfigError, make_config
-from tasks.pose.decode import argmax_keypoints, decode_heatmaps, heatmap_to_image, refine_dark, refine_quarter_pixel
+from tasks.pose.decode import (argmax_keypoints, decode_heatmaps, gaussian_blur, heatmap_to_image, refine_dark,
+                               refine_quarter_pixel)
 from tasks.pose.predict import predict_image
 from tasks.pose.task import PoseTask
 from tasks.pose.targets import encode_heatmaps
@@ -131,3 +132,13 @@ def test_both_evaluation_paths_decode_as_test_post_process_says(tmp_path, mode, 
         err = np.abs(found[:, :2] - truth) / (s[0] / HEATMAP[0])  # in heatmap pixels
         assert err.max() < tolerance
         assert (err.max() > 0.1) == (mode == "true")
+
+
+def test_the_blur_is_opencvs_gaussian_on_a_zero_padded_map_rescaled_to_its_maximum():
+    maps = np.random.default_rng(0).random((2, 3, HEATMAP[1], HEATMAP[0]))
+    for kernel in (1, 3, 11):
+        r = kernel // 2
+        for m, blurred in zip(maps.reshape(-1, HEATMAP[1], HEATMAP[0]),
+                              gaussian_blur(maps, kernel).reshape(-1, HEATMAP[1], HEATMAP[0])):
+            expected = cv2.GaussianBlur(np.pad(m, r), (kernel, kernel), 0)[r:r + HEATMAP[1], r:r + HEATMAP[0]]
+            np.testing.assert_allclose(blurred, expected * m.max() / expected.max(), rtol=1e-12, atol=1e-12)
