@@ -41,7 +41,7 @@ def test_dark_decoding_recovers_an_unbiased_target_where_the_quarter_pixel_canno
 
 def test_decode_heatmaps_applies_dark_in_image_space():
     positions, heatmaps = sub_pixel_targets(0)
-    center, scale = np.array([IMAGE[0] / 2, IMAGE[1] / 2]), np.array([IMAGE[0], IMAGE[1]], dtype=float)  # box size in pixels
+    center, scale = np.array(IMAGE) / 2, np.array(IMAGE, dtype=float)  # the crop is the whole box, in pixels
     truth = heatmap_to_image(positions, center, scale, HEATMAP)
     dark, scores = decode_heatmaps(heatmaps[None], [center], [scale], "dark", 11)
     quarter, _ = decode_heatmaps(heatmaps[None], [center], [scale], True)
