@@ -220,9 +220,10 @@ def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
     checks = {**CHECKS, **task_cls.checks}
     nullable = {**NULLABLE, **getattr(task_cls, "nullable", {})}
     merged = copy.deepcopy(schema)
-    _merge_checked(merged, _renamed(data, source), schema, prefix="", source=source)
+    choices = _mixed_choices(checks)
+    _merge_checked(merged, _renamed(data, source), schema, prefix="", source=source, choices=choices)
     for key, value in overrides:
-        _set_dotted(merged, schema, RENAMED.get(key, key), value, source="--opts")
+        _set_dotted(merged, schema, RENAMED.get(key, key), value, source="--opts", choices=choices)
     _check_nullable(merged, nullable, source)
     _run_checks(merged, checks, source)
     return _to_config(merged)
@@ -260,7 +261,15 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _merge_checked(target: dict, data: dict, schema: dict, prefix: str, source: str) -> None:
+def _mixed_choices(checks: dict) -> dict:
+    """The keys whose listed choices are of several types (``TEST.POST_PROCESS``: true,
+    false or dark): such a key takes any of its choices, whatever its default's type."""
+    return {dotted: rule for dotted, rule in checks.items()
+            if isinstance(rule, list) and len({type(c) for c in rule}) > 1}
+
+
+def _merge_checked(target: dict, data: dict, schema: dict, prefix: str, source: str,
+                   choices: dict) -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
@@ -271,12 +280,12 @@ def _merge_checked(target: dict, data: dict, schema: dict, prefix: str, source: 
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {dotted}: expected a section (mapping), "
                                   f"got {value!r}")
-            _merge_checked(target[key], value, default, f"{dotted}.", source)
+            _merge_checked(target[key], value, default, f"{dotted}.", source, choices)
         else:
-            target[key] = _coerce(value, default, dotted, source)
+            target[key] = _coerce(value, default, dotted, source, choices=choices.get(dotted, ()))
 
 
-def _set_dotted(target: dict, schema: dict, dotted: str, value: Any, source: str) -> None:
+def _set_dotted(target: dict, schema: dict, dotted: str, value: Any, source: str, choices: dict) -> None:
     parts = dotted.split(".")
     node, node_schema = target, schema
     for i, part in enumerate(parts):
@@ -289,9 +298,9 @@ def _set_dotted(target: dict, schema: dict, dotted: str, value: Any, source: str
                 if not isinstance(value, dict):
                     raise ConfigError(f"{source}: {dotted}: is a section; override its keys "
                                       f"one by one ({dotted}.KEY VALUE)")
-                _merge_checked(node[part], value, node_schema[part], f"{dotted}.", source)
+                _merge_checked(node[part], value, node_schema[part], f"{dotted}.", source, choices)
             else:
-                node[part] = _coerce(value, node_schema[part], dotted, source)
+                node[part] = _coerce(value, node_schema[part], dotted, source, choices=choices.get(dotted, ()))
         node, node_schema = node[part], node_schema[part]
 
 
@@ -299,9 +308,11 @@ _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
                list: "a list", dict: "a section (mapping)"}
 
 
-def _coerce(value: Any, default: Any, dotted: str, source: str, nullable: bool = False) -> Any:
-    """Check ``value`` against the default's type; ints widen to floats, tuples to lists."""
-    if default is None:
+def _coerce(value: Any, default: Any, dotted: str, source: str, nullable: bool = False,
+            choices: list | tuple = ()) -> Any:
+    """Check ``value`` against the default's type; ints widen to floats, tuples to lists.
+    One of ``choices`` (a key's choices of several types) passes as it is."""
+    if default is None or any(type(value) is type(c) and value == c for c in choices):
         return value
     expected = type(default)
     if isinstance(value, tuple):
@@ -316,6 +327,8 @@ def _coerce(value: Any, default: Any, dotted: str, source: str, nullable: bool =
     )
     if not ok:
         want = _TYPE_NAMES.get(expected, expected.__name__) + (" (or null)" if nullable else "")
+        if choices:
+            want = "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
         raise ConfigError(f"{source}: {dotted}: expected {want}, got {value!r} "
                           f"({type(value).__name__})")
     if expected is float:

@@ -36,6 +36,7 @@ class CropSettings:
     half_body_prob: float = 0.0
     half_body_min_joints: int = 8
     photometric: bool = True
+    unbiased_encoding: bool = False  # targets centred at the sub-pixel joint (DARK)
 
 
 class PoseDataset(Dataset):
@@ -80,7 +81,8 @@ class PoseDataset(Dataset):
         matrix = affine_matrix(center, scale, rotation, st.image_size, flip)
         crop = warp_image(read_image(rec.image_path, st.color_rgb), matrix, st.image_size)
         joints, visible = flip_joints(apply_affine(rec.joints, matrix), rec.visible.copy(), flip)
-        target, weight = encode_heatmaps(joints, visible, st.image_size, st.heatmap_size, st.sigma)
+        target, weight = encode_heatmaps(joints, visible, st.image_size, st.heatmap_size, st.sigma,
+                                        st.unbiased_encoding)
         meta = {
             "index": idx, "image_id": rec.image_id,
             "center": center.astype(np.float32), "scale": scale.astype(np.float32),

@@ -45,7 +45,8 @@ def predict_image(model, cfg, image_path, boxes, out_path=None) -> list[np.ndarr
     device = next(model.parameters()).device
     heatmaps = predict_heatmaps(model, torch.stack(inputs).to(device), bool(cfg.TEST.FLIP_TEST),
                                 bool(cfg.TEST.SHIFT_HEATMAP))
-    coords, maxvals = decode_heatmaps(heatmaps.float().cpu().numpy(), centers, scales, bool(cfg.TEST.POST_PROCESS))
+    coords, maxvals = decode_heatmaps(heatmaps.float().cpu().numpy(), centers, scales, cfg.TEST.POST_PROCESS,
+                                      cfg.TEST.BLUR_KERNEL)
     poses = [np.concatenate([c, v], axis=1) for c, v in zip(coords, maxvals)]
     if out_path is not None:
         canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if cfg.DATASET.COLOR_RGB else image.copy()

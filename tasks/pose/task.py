@@ -66,6 +66,7 @@ POSE_DEFAULTS = {
         "IMAGE_SIZE": [192, 256],  # width, height
         "HEATMAP_SIZE": [48, 64],
         "SIGMA": 2.0,
+        "UNBIASED_ENCODING": False,  # suite addition: targets at the sub-pixel joint (DARK)
         "EXTRA": {
             "FINAL_CONV_KERNEL": 1,
             "DECONV_WITH_BIAS": False,
@@ -103,7 +104,8 @@ POSE_DEFAULTS = {
         "OKS_THRE": 0.9,  # OKS-NMS threshold
         "USE_GT_BBOX": True,
         "FLIP_TEST": True,
-        "POST_PROCESS": True,  # quarter-pixel refinement
+        "POST_PROCESS": True,  # quarter-pixel refinement; suite addition: dark (DARK's Taylor step)
+        "BLUR_KERNEL": 11,  # suite addition: Gaussian blur before the DARK step (odd)
         "SHIFT_HEATMAP": True,
         "NUM_DRAW": 8,  # suite addition: pose pictures written after evaluation
     },
@@ -137,6 +139,8 @@ POSE_CHECKS = {
     "TEST.OKS_THRE": _UNIT,
     "TEST.IMAGE_THRE": _UNIT,
     "TEST.NUM_DRAW": (lambda v: v >= 0, "an integer >= 0"),
+    "TEST.POST_PROCESS": [True, False, "dark"],
+    "TEST.BLUR_KERNEL": (lambda v: v > 0 and v % 2 == 1, "an odd integer > 0"),
 }
 
 POSE_NULLABLE = {
@@ -190,7 +194,8 @@ class PoseTask(Task):
             image_size=tuple(int(v) for v in cfg.MODEL.IMAGE_SIZE), heatmap_size=tuple(heatmap), sigma=sigma,
             color_rgb=bool(d.COLOR_RGB), flip=bool(d.FLIP), scale_factor=float(d.SCALE_FACTOR),
             rot_factor=float(d.ROT_FACTOR), half_body_prob=float(d.PROB_HALF_BODY),
-            half_body_min_joints=int(d.NUM_JOINTS_HALF_BODY), photometric=bool(d.PHOTOMETRIC))
+            half_body_min_joints=int(d.NUM_JOINTS_HALF_BODY), photometric=bool(d.PHOTOMETRIC),
+            unbiased_encoding=bool(cfg.MODEL.UNBIASED_ENCODING))
 
     def data_root(self) -> Path:
         d = self.cfg.DATASET
@@ -257,7 +262,8 @@ class PoseTask(Task):
         for batch in loader:
             inputs, meta = batch[0].to(device, non_blocking=True), batch[3]
             heatmaps = predict_heatmaps(model, inputs, bool(t.FLIP_TEST), bool(t.SHIFT_HEATMAP)).float().cpu().numpy()
-            coords, maxvals = decode_heatmaps(heatmaps, _np(meta["center"]), _np(meta["scale"]), bool(t.POST_PROCESS))
+            coords, maxvals = decode_heatmaps(heatmaps, _np(meta["center"]), _np(meta["scale"]), t.POST_PROCESS,
+                                              t.BLUR_KERNEL)
             poses.append(np.concatenate([coords, maxvals], axis=2))
             image_ids += _np(meta["image_id"]).tolist()
             scores += _np(meta["score"]).tolist()
