@@ -33,19 +33,25 @@ def build(
     reference_compat: bool = False,
     model: nn.Module | None = None,
     clip_grad_norm: float = 0.0,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """A base optimizer (``sgd`` | ``adam`` | ``adamw``), wrapped by ``method``
     (``none`` | ``sam`` | ``asam`` | ``bsam``).  ``asam`` is SAM with ``adaptive=True``;
     ``adaptive`` also gives BSAM its element-wise variant.  ``lr_end_ratio`` anchors BSAM's
     rho_min schedule (the LR the schedule ends at, as a fraction of each group's LR).
     ``clip_grad_norm`` > 0 clips what the base optimizer receives (for ``none``: the
-    gradient; call ``step()`` without a closure then)."""
+    gradient; call ``step()`` without a closure then).
+
+    The base optimizer runs torch's multi-tensor (``foreach``) update, bit-identical to its
+    per-parameter loop, which torch otherwise uses on the CPU (Adam on a ResNet-18: 0.66x the
+    time); ``fused`` asks for torch's fused kernel instead (0.19x), whose rounding differs from
+    both by about 1 ulp per step."""
     base_cls = BASE_OPTIMIZERS.get(optimizer)
     if base_cls is None:
         raise ValueError(_unknown("optimizer", optimizer, BASE_OPTIMIZERS))
     if method not in METHODS:
         raise ValueError(_unknown("sharpness-aware method", method, METHODS))
-    base_kwargs = dict(lr=lr, weight_decay=weight_decay)
+    base_kwargs = dict(lr=lr, weight_decay=weight_decay, **{"fused" if fused else "foreach": True})
     if base_cls is torch.optim.SGD:
         base_kwargs.update(momentum=momentum, nesterov=nesterov)
     else:

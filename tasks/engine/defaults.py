@@ -63,6 +63,7 @@ BASE = {
         "GAMMA1": None,  # HRNet key, not applied (the reference's Adam ignores it too)
         "GAMMA2": None,  # HRNet key, not applied
         "CLIP_GRAD_NORM": 0.0,  # 0 = no clipping
+        "FUSED_OPTIMIZER": False,  # torch's fused kernel of the base optimizer (about 1 ulp from the default)
         "EVAL_EVERY": 1,  # epochs between evaluations
         "MAX_NONFINITE_STEPS": 10,  # stop the run after this many non-finite steps in a row
         "CHECKPOINT": "",  # HRNet key, unused (use --resume)

@@ -27,7 +27,7 @@ def build_optimizer(cfg, params, model, iters_per_epoch: int):
             nesterov=t.NESTEROV, betas=tuple(t.BETAS), method=s.METHOD, rho=s.RHO,
             rho_min=s.RHO_MIN, rho_min_end=s.RHO_MIN_END, lr_end_ratio=lr_end_ratio,
             adaptive=s.ADAPTIVE, reference_compat=s.REFERENCE_COMPAT, model=model,
-            clip_grad_norm=t.CLIP_GRAD_NORM)
+            clip_grad_norm=t.CLIP_GRAD_NORM, fused=t.FUSED_OPTIMIZER)
     except ValueError as err:
         raise UserError(f"optimizer: {err}") from None
     rho_scale = partial(rho_warmup_factor, warmup_iters=round(s.RHO_WARMUP_EPOCHS * iters_per_epoch))
@@ -51,7 +51,7 @@ def optimizer_summary(cfg, opt) -> str:
         parts.append(f"betas=({settings['betas'][0]:g}, {settings['betas'][1]:g})")
     else:
         parts.append(f"momentum={settings['momentum']:g} nesterov={settings['nesterov']}")
-    parts.append(f"weight_decay={settings['weight_decay']:g}")
+    parts.append(f"weight_decay={settings['weight_decay']:g}" + (", fused" if settings.get("fused") else ""))
     if s.METHOD != "none":
         radii = f"{s.METHOD} rho={s.RHO:g}"
         if s.METHOD == "bsam":

@@ -230,3 +230,27 @@ def test_build_rejects_unknown_names_with_suggestion():
         optim.build(model.parameters(), "sgd", lr=0.1, method="bsma")
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         optim.build(model.parameters(), "rmsprop", lr=0.1)
+
+
+@pytest.mark.parametrize("base", ["sgd", "adam", "adamw"])
+def test_base_update_is_torchs_own_loop_bit_for_bit_and_fused_within_an_ulp(base):
+    """The suite's default multi-tensor update equals torch's per-parameter loop exactly, so
+    turning it on changed no result; the fused kernel (TRAIN.FUSED_OPTIMIZER) only rounds."""
+    def train(build):
+        model = tiny_mlp().float()
+        opt = build(model)
+        for t in range(4):
+            x, y = batch(seed=t)
+            opt.step(closure_for(model, opt, x.float(), y))
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), opt
+
+    kwargs = dict(lr=0.05, weight_decay=0.01, method="bsam")
+    loop, _ = train(lambda m: optim.BSAM(m.parameters(), optim.factory.BASE_OPTIMIZERS[base],
+                                         lr=0.05, weight_decay=0.01, foreach=False,
+                                         **({"momentum": 0.9} if base == "sgd" else {})))
+    ours, opt = train(lambda m: optim.build(m.parameters(), base, **kwargs))
+    fused, fused_opt = train(lambda m: optim.build(m.parameters(), base, fused=True, **kwargs))
+    assert opt.base_optimizer.defaults["foreach"] and not opt.base_optimizer.defaults.get("fused")
+    assert fused_opt.base_optimizer.defaults["fused"]
+    assert torch.equal(ours, loop)
+    torch.testing.assert_close(fused, loop, rtol=0, atol=1e-5)
