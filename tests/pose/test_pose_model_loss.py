@@ -39,6 +39,16 @@ def test_backbone_keeps_torchvision_key_names_so_classification_weights_load():
     torch.testing.assert_close(model.backbone.conv1.weight, reference.conv1.weight)
 
 
+def test_depth_10_is_resnet18_with_one_block_per_stage():
+    small, r18 = PoseResNet(10, 17, (32, 32, 32), (4, 4, 4)), PoseResNet(18, 17, (32, 32, 32), (4, 4, 4))
+    assert [len(getattr(small.backbone, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert small.backbone.layer4[0].conv1.weight.shape == r18.backbone.layer4[0].conv1.weight.shape
+    with torch.no_grad():
+        assert small.eval()(torch.randn(1, 3, 96, 64)).shape == (1, 17, 24, 16)
+    with pytest.raises(UserError, match="use one of"):
+        PoseResNet(12, 17, (32, 32, 32), (4, 4, 4))
+
+
 def test_sizes_that_do_not_fit_the_network_are_a_user_error():
     bad = {"MODEL": {"IMAGE_SIZE": [64, 96], "HEATMAP_SIZE": [32, 48], "EXTRA": {"NUM_LAYERS": 18}}}
     with pytest.raises(UserError, match="HEATMAP_SIZE"):
