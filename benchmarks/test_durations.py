@@ -1,7 +1,7 @@
 """Did a change slow the existing tests?  Per-test durations of two revisions, side by side.
 
     python benchmarks/test_durations.py a3624c6 64862a1          # before and after a branch
-    python benchmarks/test_durations.py a3624c6 64862a1 --files tests/engine/test_trainer.py
+    python benchmarks/test_durations.py a3624c6 64862a1 --files tests/engine/test_train_tool.py -k torchrun
 
 Each revision is checked out into a temporary git worktree beside this one (so ``../shared/data``
 resolves as in the repository); the test files of the OLD revision are the "existing tests".  File
@@ -33,10 +33,11 @@ def worktree(rev: str, parent: Path) -> Path:
     return path
 
 
-def call_durations(tree: Path, test_file: str) -> dict[str, float]:
+def call_durations(tree: Path, test_file: str, select: str | None) -> dict[str, float]:
     """{test id: seconds of its call phase} for one file, run in ``tree``."""
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-                          "--durations-min=0", test_file], cwd=tree, capture_output=True, text=True,
+                          "--durations-min=0", test_file, *(["-k", select] if select else [])],
+                         cwd=tree, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(tree)})
     found = {}
     for line in out.stdout.splitlines():
@@ -51,6 +52,7 @@ def main() -> int:
     parser.add_argument("old")
     parser.add_argument("new")
     parser.add_argument("--files", nargs="*", help="test files (default: every tests/**/test_*.py of OLD)")
+    parser.add_argument("-k", dest="select", help="only the tests that match this pytest -k expression")
     parser.add_argument("--min-seconds", type=float, default=1.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=REPO.parent, prefix=".durations-") as tmp:
@@ -59,9 +61,9 @@ def main() -> int:
             files = args.files or sorted(str(p.relative_to(old)) for p in (old / "tests").rglob("test_*.py"))
             before, after = {}, {}
             for test_file in files:
-                before.update(call_durations(old, test_file))
+                before.update(call_durations(old, test_file, args.select))
                 if (new / test_file).exists():
-                    after.update(call_durations(new, test_file))
+                    after.update(call_durations(new, test_file, args.select))
                 print(f"  {test_file}: {len(before)} tests so far", file=sys.stderr, flush=True)
         finally:
             for tree in (old, new):
