@@ -82,8 +82,9 @@ def refine_dark(heatmaps: np.ndarray, coords: np.ndarray, blur_kernel: int = 11)
         return np.log(np.maximum(blurred[ni, ji, py + oy, px + ox], 1e-10))
 
     dx, dy = (at(1, 0) - at(-1, 0)) / 2, (at(0, 1) - at(0, -1)) / 2
-    dxx = (at(2, 0) - 2 * at(0, 0) + at(-2, 0)) / 4
-    dyy = (at(0, 2) - 2 * at(0, 0) + at(0, -2)) / 4
+    peak = at(0, 0)
+    dxx = (at(2, 0) - 2 * peak + at(-2, 0)) / 4
+    dyy = (at(0, 2) - 2 * peak + at(0, -2)) / 4
     dxy = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / 4
     det = dxx * dyy - dxy ** 2
     ok = inside & (det != 0)

@@ -15,7 +15,13 @@ from torch import nn
 
 from tasks.engine.errors import UserError
 
-RESNETS = {10: "resnet10", 18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+#: depth -> untrained torchvision ResNet; 10 is ResNet-18 with one basic block per stage (no
+#: published weights: for small from-scratch runs such as the demo)
+RESNETS = {
+    10: lambda: torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1]),
+    18: torchvision.models.resnet18, 34: torchvision.models.resnet34, 50: torchvision.models.resnet50,
+    101: torchvision.models.resnet101, 152: torchvision.models.resnet152,
+}
 BACKBONE_STRIDE = 32
 HEAD_PREFIXES = ("deconv_layers.", "final_layer.")
 
@@ -47,14 +53,6 @@ def _deconv_padding(kernel: int) -> tuple[int, int]:
     raise UserError(f"MODEL.EXTRA.NUM_DECONV_KERNELS: kernel {kernel} is not supported; use 2, 3 or 4")
 
 
-def resnet_backbone(num_layers: int) -> nn.Module:
-    """torchvision's ResNet of that depth, untrained; depth 10 is ResNet-18 with one basic
-    block per stage (no published weights: for small from-scratch runs such as the demo)."""
-    if num_layers == 10:
-        return torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
-    return getattr(torchvision.models, RESNETS[num_layers])(weights=None)
-
-
 class PoseResNet(nn.Module):
     def __init__(self, num_layers: int = 50, num_joints: int = 17, deconv_filters=(256, 256, 256),
                  deconv_kernels=(4, 4, 4), deconv_with_bias: bool = False, final_kernel: int = 1):
@@ -65,7 +63,7 @@ class PoseResNet(nn.Module):
             raise UserError("MODEL.EXTRA.NUM_DECONV_FILTERS and NUM_DECONV_KERNELS must have one entry per deconv layer")
         if final_kernel not in (1, 3):
             raise UserError(f"MODEL.EXTRA.FINAL_CONV_KERNEL: {final_kernel} is not supported; use 1 or 3")
-        backbone = resnet_backbone(num_layers)
+        backbone = RESNETS[num_layers]()  # weights=None: untrained
         in_channels = backbone.fc.in_features
         backbone.avgpool, backbone.fc = nn.Identity(), nn.Identity()
         self.backbone = backbone

@@ -22,7 +22,7 @@ from .drawing import draw_evaluation_pictures
 from .evaluation import coco_keypoint_metrics, coco_results
 from .layout import check_split, split_files
 from .loss import joints_mse_loss
-from .model import HEAD_PREFIXES, build_pose_resnet, from_reference_layout
+from .model import HEAD_PREFIXES, RESNETS, build_pose_resnet, from_reference_layout
 from .coco_people import detection_records, ground_truth_records, load_coco
 from .skeleton import NUM_JOINTS
 
@@ -132,7 +132,7 @@ POSE_CHECKS = {
     "MODEL.IMAGE_SIZE": _POSITIVE_PAIR,
     "MODEL.HEATMAP_SIZE": _POSITIVE_PAIR,
     "MODEL.SIGMA": (lambda v: v > 0, "a number > 0"),
-    "MODEL.EXTRA.NUM_LAYERS": [10, 18, 34, 50, 101, 152],
+    "MODEL.EXTRA.NUM_LAYERS": sorted(RESNETS),
     "MODEL.EXTRA.NUM_DECONV_FILTERS": _POSITIVE_INTS,
     "MODEL.EXTRA.NUM_DECONV_KERNELS": _POSITIVE_INTS,
     "TEST.IN_VIS_THRE": _UNIT,
