@@ -22,13 +22,16 @@ same batches and directions, top-50 Hessian spectra, 1-D and 2-D landscapes).
 Every finished run leaves a record (``record.json`` in its run folder and a copy in
 ``--ledger``, a folder meant to be kept under version control); records are reused, never
 retrained.  An interrupted run continues from its last epoch checkpoint (``--resume``), so a
-stop loses at most one epoch of one run.  Accuracy is the test top-1 after the last epoch
+stop loses at most one epoch of one run.  Several processes can share one checkout (start the
+same command once per free core): each holds a lock on the run it trains and takes the next
+run no other process holds.  Accuracy is the test top-1 after the last epoch
 (not the best epoch: picking the best on the test set flatters every method).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
 import os
 import resource
@@ -37,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -426,6 +430,24 @@ def compared(jobs: list[Job]) -> list[Job]:
     return list(first.values())
 
 
+@contextmanager
+def claimed(lock_file: Path):
+    """Yield whether this process holds ``lock_file`` (an exclusive ``flock``): a second
+    benchmark process on the same checkout skips the run the first one trains.  The lock
+    ends with the process, so a killed run is free to be resumed by the next start."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
 def keep_weights(run_dir: Path, path: Path) -> None:
     """The final weights alone (about 1 MB for ResNet-20): what a later comparison needs
     when the run folder is gone."""
@@ -561,15 +583,25 @@ def main(argv=None) -> int:
         remaining = sum(estimate_seconds(j, epochs, preset, records) for j, _ in todo[todo.index((job, opts)):])
         print(f"[{len(records) + 1}/{len(jobs)}] {job.name}: {len(todo) - todo.index((job, opts))} runs "
               f"remain, about {hours(remaining)}", flush=True)
-        run_dir = run_root / "classification" / job.name
-        results, cpu_seconds = train(args.cfg, opts, run_dir, out / "logs" / f"{job.name}.log", args.threads)
-        torch.set_num_threads(args.threads)
-        record = measure_run(job, args.cfg, opts, run_dir, results, cpu_seconds, args)
-        save_json(record, run_dir / "record.json")
-        if ledger:
-            save_json(record, ledger / f"{job.name}.json")
-            if job in compared(jobs):
-                keep_weights(run_dir, ledger / f"{job.name}.pth")
+        with claimed(run_root / ".claims" / f"{job.name}.lock") as mine:
+            record = reusable(job, opts) if mine else None  # another process may have finished it
+            if not mine or record:
+                print(f"  {'finished' if record else 'being trained'} by another benchmark process: next run",
+                      flush=True)
+                if record:
+                    records.append(record)
+                else:
+                    todo_names.append(job.name)
+                continue
+            run_dir = run_root / "classification" / job.name
+            results, cpu_seconds = train(args.cfg, opts, run_dir, out / "logs" / f"{job.name}.log", args.threads)
+            torch.set_num_threads(args.threads)
+            record = measure_run(job, args.cfg, opts, run_dir, results, cpu_seconds, args)
+            save_json(record, run_dir / "record.json")
+            if ledger:
+                save_json(record, ledger / f"{job.name}.json")
+                if job in compared(jobs):
+                    keep_weights(run_dir, ledger / f"{job.name}.pth")
         records.append(record)
         flat = f"  top eig {record['top_eig']:.4g}  trace {record['trace']:.4g}" if "top_eig" in record else ""
         print(f"  test {record['acc']:.2f}  train {record['train_acc']:.2f}{flat}  "

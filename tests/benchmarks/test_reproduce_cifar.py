@@ -2,7 +2,9 @@
 trained (2 iterations), measured and reported, and --dry-run lists every run's command."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +78,28 @@ def test_smoke_every_row(cifar_like, tmp_path):
                 "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--compare-topk", "3",
                 "--out", str(out), "--report")
     assert again.returncode == 0 and "10 done, 0 to run" in again.stdout
+
+
+def test_a_run_another_process_holds_is_left_to_it(cifar_like, tmp_path):
+    """Two benchmark processes on one checkout: the run the other one holds is skipped (listed
+    as remaining), and trained by the next start once its lock is free."""
+    out = tmp_path / "bench"
+    args = ("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0", "--methods", "sam",
+            "--noise", "0", "--compute-seeds", "--lanczos-iters", "2", "--trace-samples", "1",
+            "--landscape-steps", "3", "--compare-topk", "3", "--out", str(out))
+    lock = out / "runs" / ".claims" / "sam_noise0_seed0.lock"
+    lock.parent.mkdir(parents=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what a training benchmark process holds
+    try:
+        held = run(*args)
+    finally:
+        os.close(fd)
+    assert held.returncode == 0, held.stdout[-2000:] + held.stderr[-2000:]
+    assert "being trained by another benchmark process" in held.stdout
+    assert not (out / "runs" / "classification" / "sam_noise0_seed0").exists()
+    assert json.loads((out / "results.json").read_text())["meta"]["remaining"] == ["sam_noise0_seed0"]
+    free = run(*args)
+    assert free.returncode == 0, free.stdout[-2000:] + free.stderr[-2000:]
+    assert (out / "runs" / "classification" / "sam_noise0_seed0" / "record.json").is_file()
+    assert json.loads((out / "results.json").read_text())["meta"]["remaining"] == []
