@@ -398,7 +398,9 @@ def figure(rows: list[dict], records: list[dict]) -> Figure:
         if not curves:
             continue
         n = min(len(c) for c in curves)
-        scale = [r["cpu_seconds"] / r["wall_seconds"] for r in records if r["row"] == row["row"] and r["curve"]]
+        # each curve's wall clock stretched to its run's CPU time (the curve spans every attempt
+        # of a resumed run, its last point the last epoch's end; wall_seconds only the last attempt)
+        scale = [r["cpu_seconds"] / r["curve"][-1][0] for r in records if r["row"] == row["row"] and r["curve"]]
         xs = [statistics.fmean(c[i][0] * k for c, k in zip(curves, scale)) / 60 for i in range(n)]
         ys = [statistics.fmean(c[i][1] for c in curves) for i in range(n)]
         style = "--" if row["noise"] > 0 else ("-." if row["mult"] != 1 else "-")

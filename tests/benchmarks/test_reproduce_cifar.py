@@ -3,6 +3,7 @@ trained (2 iterations), measured and reported, and --dry-run lists every run's c
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import subprocess
@@ -103,3 +104,20 @@ def test_a_run_another_process_holds_is_left_to_it(cifar_like, tmp_path):
     assert free.returncode == 0, free.stdout[-2000:] + free.stderr[-2000:]
     assert (out / "runs" / "classification" / "sam_noise0_seed0" / "record.json").is_file()
     assert json.loads((out / "results.json").read_text())["meta"]["remaining"] == []
+
+
+def test_time_axis_is_each_runs_cpu_time_also_for_a_resumed_run():
+    """A resumed run's curve spans every attempt while its wall_seconds is the last attempt's:
+    the plotted time must end at the run's CPU time, not at the curve stretched by their ratio."""
+    spec = importlib.util.spec_from_file_location("reproduce_cifar_bench", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    row = {"row": "sgd_noise0", "noise": 0.0, "mult": 1, "label": "SGD", "amp": "default"}
+    records = [{"row": "sgd_noise0", "curve": [[100.0, 30.0], [400.0, 45.0]], "cpu_seconds": 600.0,
+                "wall_seconds": 100.0},  # resumed: the last attempt trained 100 of the 400 s
+               {"row": "sgd_noise0", "curve": [[150.0, 32.0], [300.0, 47.0]], "cpu_seconds": 300.0,
+                "wall_seconds": 300.0}]
+    line = bench.figure([row], records).axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == pytest.approx([(150 + 150) / 2 / 60, (600 + 300) / 2 / 60])
+    assert list(line.get_ydata()) == pytest.approx([31.0, 46.0])
