@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
 import json
 import os
 import resource
@@ -54,6 +53,7 @@ from tasks.engine import config as config_lib  # noqa: E402
 from tasks.engine import task as task_registry  # noqa: E402
 from tasks.engine.checkpoint import load_model_weights  # noqa: E402
 from tasks.engine.io import atomic_write, save_figure, save_json, save_torch  # noqa: E402
+from tasks.engine.run_dir import try_lock  # noqa: E402
 from tools.flatness import compare_checkpoints, draw_comparison, draw_landscape_1d, measure_checkpoint  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10_subset"
@@ -434,20 +434,15 @@ def compared(jobs: list[Job]) -> list[Job]:
 
 @contextmanager
 def claimed(lock_file: Path):
-    """Yield whether this process holds ``lock_file`` (an exclusive ``flock``): a second
-    benchmark process on the same checkout skips the run the first one trains.  The lock
-    ends with the process, so a killed run is free to be resumed by the next start."""
+    """Yield whether this process holds ``lock_file``: a second benchmark process on the same
+    checkout skips the run the first one trains, and a killed run is free for the next start."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = try_lock(lock_file)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield fd is not None
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def keep_weights(run_dir: Path, path: Path) -> None:

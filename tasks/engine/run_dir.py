@@ -85,18 +85,27 @@ def _make_folder(path: Path) -> None:
         raise UserError(f"the run folder {path} is not writable; set OUTPUT_DIR to a writable folder")
 
 
-def _lock(path: Path) -> int:
-    lock_file = path / LOCK
-    try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as err:
-        raise UserError(f"cannot create the lock file {lock_file}: {err.strerror}") from None
+def try_lock(lock_file: Path) -> int | None:
+    """The open descriptor of ``lock_file`` with an exclusive ``flock`` held, or None while
+    another process holds it (the lock ends with its process, so nothing stale is left)."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
+        return None
+    return fd
+
+
+def _lock(path: Path) -> int:
+    lock_file = path / LOCK
+    try:
+        fd = try_lock(lock_file)
+    except OSError as err:
+        raise UserError(f"cannot create the lock file {lock_file}: {err.strerror}") from None
+    if fd is None:
         raise UserError(f"{path} is in use by another run (it holds {lock_file}); wait for it "
-                        "to end or choose another NAME") from None
+                        "to end or choose another NAME")
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
