@@ -68,7 +68,7 @@ def make_scaler(amp: str, device: torch.device):
 
 def scaled_step(optimizer, scaler, run_pass: Callable[[], torch.Tensor]) -> None:
     """One optimizer step with every pass's loss scaled by ``scaler``, through the optimizer's
-    pass API (README, "Your own passes"): one pass for SGD/Adam, two for SAM, three for BSAM.
+    pass API (docs/bsam_api.md, "Your own passes"): one pass for SGD/Adam, two for SAM, three for BSAM.
     ``run_pass`` zeroes the gradients, runs forward and the scaled backward.  The wrappers'
     norm ratios are scale-invariant; a non-finite pass leaves non-finite gradients, so the
     scaler skips the step and lowers the scale."""

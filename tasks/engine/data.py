@@ -2,11 +2,16 @@
 and the epoch alone, so a resumed run sees the same batches as an uninterrupted one."""
 from __future__ import annotations
 
+import logging
+import os
 import random
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
+
+log = logging.getLogger("bsam.data")  # a child of the run logger: lands in train.log
+_capped: set[tuple[int, int]] = set()  # (requested, cores) already reported in this process
 
 
 class EpochSampler(Sampler[int]):
@@ -70,12 +75,34 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (what torch's DataLoader checks workers against)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def usable_workers(requested: int) -> int:
+    """``requested`` loader workers, at most one per available core: more only compete for
+    the same cores (torch warns about it at every epoch); says so once per process."""
+    cores = available_cores()
+    if requested <= cores:
+        return requested
+    if (requested, cores) not in _capped:
+        _capped.add((requested, cores))
+        log.warning(f"WORKERS {requested}: this machine has {cores} CPU cores for this process, "
+                    f"so the data loaders use {cores} workers")
+    return cores
+
+
 def make_loader(dataset, batch_size: int, workers: int, sampler, collate_fn=None,
                 drop_last: bool = False, pin_memory: bool = False, seed: int = 0,
                 persistent_workers: bool = False) -> DataLoader:
     """``generator`` seeds the workers (re-seed it per epoch, see :func:`epoch_seed`);
     persistent workers keep their generators across epochs, so they trade exact resumes
-    for faster epoch starts."""
+    for faster epoch starts.  ``workers`` is capped at the available cores."""
+    workers = usable_workers(workers)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn, drop_last=drop_last, pin_memory=pin_memory,
                       worker_init_fn=seed_worker, persistent_workers=persistent_workers and workers > 0,

@@ -3,7 +3,7 @@
 The parity check runs the exported heatmaps in onnxruntime against PyTorch: every joint's
 heatmap peak must land on the same pixel (>= 99% of them) and the heatmaps must agree to
 float noise.  Metadata records what a deployment needs besides the graph (joints, input
-size, normalisation, heatmap size); README shows the exported model run on a picture.
+size, normalisation, heatmap size); docs/export.md shows the exported model run on a picture.
 """
 from __future__ import annotations
 
