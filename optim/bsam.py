@@ -12,8 +12,8 @@ towards the flattest direction the batch allows.  ``rho_min`` follows each group
 learning rate from ``rho_min`` at the group's ``lr_start`` to ``rho_min_end`` at its ``lr_end``
 when ``rho_min_end`` is given (see :func:`current_rho_min`).
 
-Memory: one persistent parameter-sized buffer (w).  g0 and g1 live on in their own gradient
-tensors (detached from the parameters so the next backward allocates fresh ones) and g1
+Memory: one persistent parameter-sized buffer (w; LookSAM's reuse adds v).  g0 and g1 live
+on in their own gradient tensors (detached from the parameters so the next backward allocates fresh ones) and g1
 becomes ``d`` in place, so no gradient is ever copied.
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ import math
 import torch
 from torch import Tensor
 
-from .sharpness import EPS, SharpnessAwareOptimizer, _global_norm, _grads
+from .sharpness import EPS, Phase, SharpnessAwareOptimizer
+from .tensors import detach_gradients, global_norm, grads_of
 
 
 class BSAM(SharpnessAwareOptimizer):
@@ -33,9 +34,10 @@ class BSAM(SharpnessAwareOptimizer):
     ...            rho_min_end=0.0, lr=0.05, momentum=0.9, weight_decay=1e-3, model=model)
     >>> loss = opt.step(closure)   # closure: zero_grad, forward, backward, return loss
 
-    By hand (AMP, accumulation, Lightning manual optimization): backward at w, then
-    ``ascend()``, zero grads, backward, ``descend_to_min()``, zero grads, backward, then
-    ``update()`` -- or ``prepare_update(); scaler.step(opt)`` with a ``GradScaler``.
+    By hand (AMP, accumulation, Lightning manual optimization): backward at w; if
+    ``ascend()``: zero grads, backward, and if ``descend_to_min()``: zero grads, backward;
+    then ``update()`` -- or ``prepare_update(scaler.get_scale()); scaler.step(opt)`` with a
+    ``GradScaler``.
 
     ``model``: the network, whose batch-norm layers then keep their running statistics still
     during the perturbed passes.  Without it, :meth:`step` freezes the batch-norm layers it
@@ -52,96 +54,79 @@ class BSAM(SharpnessAwareOptimizer):
     """
 
     passes = 3
+    _last_pass = Phase.AT_MIN
 
     def __init__(self, params, base_optimizer, *, rho: float = 0.05, rho_min: float = 0.05,
                  rho_min_end: float | None = None, lr_end_ratio: float = 0.0,
                  adaptive: bool = False, reference_compat: bool = False, model=None,
-                 clip_grad_norm: float = 0.0, **base_kwargs):
+                 clip_grad_norm: float = 0.0, interval: int = 1, reuse: str = "none",
+                 reuse_alpha: float = 0.7, **base_kwargs):
         if rho_min < 0 or (rho_min_end is not None and rho_min_end < 0):
             raise ValueError(f"rho_min and rho_min_end must be >= 0, got {rho_min}, {rho_min_end}")
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, model=model,
-                         clip_grad_norm=clip_grad_norm,
+                         clip_grad_norm=clip_grad_norm, interval=interval, reuse=reuse,
+                         reuse_alpha=reuse_alpha,
                          extra_defaults=dict(rho_min=rho_min, rho_min_end=rho_min_end),
                          **base_kwargs)
         for group in self.param_groups:  # each group's own anchors: its LR now and at the end
             group.setdefault("lr_start", float(group["lr"]))
             group.setdefault("lr_end", group["lr_start"] * lr_end_ratio)
         self.reference_compat = reference_compat
-        self._held_g0: list[list[Tensor]] = []
-        self._held_g1: list[list[Tensor]] = []
 
-    def _perturbed_passes(self, closure) -> None:
-        closure()
-        if self.descend_to_min():
-            closure()
+    def _holds_g0(self) -> bool:
+        return True  # d needs it, and the min side moves along it
+
+    def advance(self) -> bool:
+        return self._step.phase is Phase.AT_MAX and self.descend_to_min()
 
     # -- passes ---------------------------------------------------------------------------
-    def _keep_first_gradients(self, grads) -> None:
-        self._held_g0 = [_detach_gradients(ps, gs) for (_, ps), gs in zip(self._active, grads)]
-
     @torch.no_grad()
     def descend_to_min(self) -> bool:
-        """After the second backward (g1 at w + e_max): keep g1 and move to w - e_min."""
-        if self._failed:
+        """After the second backward (g1 at w + e_max): keep g1 and move to w - e_min.
+        Returns False (the step is skipped) when ||g1|| is not finite."""
+        s = self._step
+        if s.phase is Phase.FAILED:
             return False
-        g1 = [_grads(ps) for _, ps in self._active]
-        norm1 = _global_norm(g1)
-        self.last_stats["perturbed_grad_norm"] = norm1
-        if not math.isfinite(norm1):
+        if s.phase is not Phase.AT_MAX:
+            raise RuntimeError(f"BSAM.descend_to_min() at the wrong point ({s.phase.value}); "
+                               "call it after ascend() returned True and the second backward")
+        g1 = [grads_of(ps) for _, ps in s.groups]
+        s.norms["perturbed_grad_norm"] = global_norm(g1)
+        if not math.isfinite(s.norms["perturbed_grad_norm"]):
             self._fail()
             return False
-        self._held_g1 = [_detach_gradients(ps, gs) for (_, ps), gs in zip(self._active, g1)]
-        for (group, params), g0 in zip(self._active, self._held_g0):
+        s.g1 = [detach_gradients(ps, gs) for (_, ps), gs in zip(s.groups, g1)]
+        for (group, params), g0 in zip(s.groups, s.g0):
             # from w + rho * u to w - rho_min * u in one move (u = g0 / ||g0||, times w^2
             # in adaptive mode); w itself is restored exactly from its buffer at the end
             radius = (group["rho"] + current_rho_min(group)) * self.rho_scale
-            self._move(params, g0, -radius / (self._ascent_norm + EPS), group["adaptive"],
+            self._move(params, g0, -radius / (s.perturbation_norm + EPS), group["adaptive"],
                        anchor=self._buffers(params, "w"))
-        self.last_stats["rho_min"] = current_rho_min(self._active[0][0]) * self.rho_scale
+        s.extras["rho_min"] = current_rho_min(self.reference_group) * self.rho_scale
+        s.phase = Phase.AT_MIN
         return True
 
     @torch.no_grad()
-    def prepare_update(self) -> bool:
+    def _combine(self, grad_scale: float) -> None:
         """After the third backward (g2 at w - e_min): d = g1 + g0 - (||g1||/||g2||) g2 into
         ``p.grad``, weights back to w (or left at w - e_min in reference-compatible mode)."""
-        if self._failed:
-            self._give_back_held_gradients()
-            return self._fail()
-        g2 = [_grads(ps) for _, ps in self._active]
-        norm2 = _global_norm(g2)
-        self.last_stats["min_grad_norm"] = norm2
+        s = self._step
+        g2 = [grads_of(ps) for _, ps in s.groups]
+        norm2 = s.norms["min_grad_norm"] = global_norm(g2)
         if not math.isfinite(norm2):
-            self._give_back_held_gradients()
             return self._fail()
-        ratio = self.last_stats["perturbed_grad_norm"] / (norm2 + EPS)
-        for d, g0, g2_group in zip(self._held_g1, self._held_g0, g2):
-            torch._foreach_add_(d, g0)
-            torch._foreach_add_(d, g2_group, alpha=-ratio)
+        ratio = s.norms["perturbed_grad_norm"] / (norm2 + EPS)
+        d, s.g1 = s.g1, []  # g1 becomes d in place: no gradient is copied
+        for d_group, g0, g2_group in zip(d, s.g0, g2):
+            torch._foreach_add_(d_group, g0)
+            torch._foreach_add_(d_group, g2_group, alpha=-ratio)
             torch._foreach_sub_(g2_group, g0)  # g2 is spent: reuse it for ||g2 - g0||
-        self.last_stats["cos_g0_g2"] = _cosine_from_difference(
-            self.last_stats["grad_norm"], norm2, _global_norm(g2))
-        self._give_back_held_gradients()
-        if not self.reference_compat:
+        s.extras["cos_g0_g2"] = _cosine_from_difference(
+            s.norms["grad_norm"], norm2, global_norm(g2))
+        self._give_back(d)
+        if not self.reference_compat:  # the authors' code steps from w - e_min (see above)
             self._restore()
-        self._pending_update = True
-        return True
-
-    def _give_back_held_gradients(self) -> None:
-        """Put the held g1 (now d) back as the parameters' gradients; drop g0."""
-        for (_, params), held in zip(self._active, self._held_g1):
-            for p, g in zip(params, held):
-                p.grad = g
-        self._held_g0, self._held_g1 = [], []
-
-
-def _detach_gradients(params: list[Tensor], grads: list[Tensor]) -> list[Tensor]:
-    """Keep ``grads`` and unhook them from ``params``, so that the closure's zero_grad and
-    the next backward cannot touch them.  A gradient that is a view (a DDP bucket with
-    ``gradient_as_bucket_view=True``) would be overwritten by the next backward: copy it."""
-    kept = [g if g._base is None else g.clone() for g in grads]
-    for p in params:
-        p.grad = None
-    return kept
+        self._finish_full_step(d, grad_scale)
 
 
 def current_rho_min(group: dict) -> float:

@@ -9,7 +9,7 @@ from torch import nn
 
 from .bsam import BSAM
 from .sam import SAM
-from .sharpness import clip_before_step
+from .tensors import clip_before_step
 
 BASE_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 METHODS = ("none", "sam", "asam", "bsam")
@@ -33,6 +33,9 @@ def build(
     reference_compat: bool = False,
     model: nn.Module | None = None,
     clip_grad_norm: float = 0.0,
+    interval: int = 1,
+    reuse: str = "none",
+    reuse_alpha: float = 0.7,
     fused: bool = False,
 ) -> torch.optim.Optimizer:
     """A base optimizer (``sgd`` | ``adam`` | ``adamw``), wrapped by ``method``
@@ -40,7 +43,8 @@ def build(
     ``adaptive`` also gives BSAM its element-wise variant.  ``lr_end_ratio`` anchors BSAM's
     rho_min schedule (the LR the schedule ends at, as a fraction of each group's LR).
     ``clip_grad_norm`` > 0 clips what the base optimizer receives (for ``none``: the
-    gradient; call ``step()`` without a closure then).
+    gradient; call ``step()`` without a closure then).  ``interval``, ``reuse`` and
+    ``reuse_alpha``: the cheaper steps of the wrappers (see :class:`SharpnessAwareOptimizer`).
 
     The base optimizer runs torch's multi-tensor (``foreach``) update, bit-identical to its
     per-parameter loop, which torch otherwise uses on the CPU (Adam on a ResNet-18: 0.66x the
@@ -60,12 +64,13 @@ def build(
         plain = base_cls(params, **base_kwargs)
         clip_before_step(plain, clip_grad_norm)
         return plain
+    shared = dict(model=model, clip_grad_norm=clip_grad_norm, interval=interval, reuse=reuse,
+                  reuse_alpha=reuse_alpha, **base_kwargs)
     if method in ("sam", "asam"):
-        return SAM(params, base_cls, rho=rho, adaptive=adaptive or method == "asam",
-                   model=model, clip_grad_norm=clip_grad_norm, **base_kwargs)
+        return SAM(params, base_cls, rho=rho, adaptive=adaptive or method == "asam", **shared)
     return BSAM(params, base_cls, rho=rho, rho_min=rho_min, rho_min_end=rho_min_end,
                 lr_end_ratio=lr_end_ratio, adaptive=adaptive, reference_compat=reference_compat,
-                model=model, clip_grad_norm=clip_grad_norm, **base_kwargs)
+                **shared)
 
 
 def _unknown(what: str, name: str, allowed) -> str:

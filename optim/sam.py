@@ -9,7 +9,8 @@ import math
 
 import torch
 
-from .sharpness import SharpnessAwareOptimizer, _global_norm, _grads
+from .sharpness import Phase, SharpnessAwareOptimizer
+from .tensors import global_norm, grads_of
 
 
 class SAM(SharpnessAwareOptimizer):
@@ -18,24 +19,24 @@ class SAM(SharpnessAwareOptimizer):
     >>> opt = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
     >>> opt.step(closure)   # closure: zero_grad, forward, backward, return loss
 
-    By hand: ``loss.backward(); opt.ascend(); opt.zero_grad(); loss_at_e.backward();
-    opt.update()`` (or ``opt.prepare_update(); scaler.step(opt)`` with a GradScaler).
+    By hand: ``loss.backward()``; if ``opt.ascend()``: ``opt.zero_grad(); loss_at_e.backward()``;
+    then ``opt.update()`` (or ``opt.prepare_update(scaler.get_scale()); scaler.step(opt)``
+    with a GradScaler).
     """
 
     passes = 2
+    _last_pass = Phase.AT_MAX
 
     @torch.no_grad()
-    def prepare_update(self) -> bool:
-        if self._failed:
-            return self._fail()
-        grads = [_grads(ps) for _, ps in self._active]
-        norm1 = _global_norm(grads)
-        self.last_stats["perturbed_grad_norm"] = norm1
-        if not math.isfinite(norm1):
+    def _combine(self, grad_scale: float) -> None:
+        """g1 is in ``p.grad``: it is the direction."""
+        s = self._step
+        g1 = [grads_of(ps) for _, ps in s.groups]
+        s.norms["perturbed_grad_norm"] = global_norm(g1)
+        if not math.isfinite(s.norms["perturbed_grad_norm"]):
             return self._fail()
         self._restore()
-        self._pending_update = True
-        return True
+        self._finish_full_step(g1, grad_scale)
 
 
 def ASAM(params, base_optimizer, rho: float = 0.5, **kwargs) -> SAM:

@@ -1,5 +1,10 @@
 """What SAM, ASAM and BSAM share: a wrapper around a base optimizer that moves the weights
-to a perturbed point, collects gradients there and hands one final gradient to the base.
+to a perturbed point, collects gradients there and hands one final direction to the base.
+
+A step is a short sequence of passes (forward and backward of the same batch) with a move
+of the weights between two of them; :func:`run_step` is the one place that sequence is
+written, for ``step(closure)``, for a ``GradScaler`` and for the trainer.  Between the
+passes the optimizer's :class:`StepState` says where the weights are and what it holds.
 
 Everything on the hot path is a multi-tensor (``torch._foreach_*``) operation over the
 parameters of a param group; Python loops run over param groups, never over tensors' math.
@@ -7,8 +12,10 @@ Subclasses differ only in the passes that make them different (see ``sam.py``, `
 """
 from __future__ import annotations
 
+import enum
 import math
 import warnings
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -16,8 +23,44 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from .bn import frozen_bn_stats
+from .cycle import REUSE_RULES, Cycle
+from .tensors import clip_before_step, detach_gradients, global_norm, grads_of
 
 EPS = 1e-12  # the normative epsilon (docs/bsam_rule.md): e = rho * g / (||g|| + 1e-12)
+
+
+class Phase(enum.Enum):
+    """Where a step stands: what the weights are and what the next backward computes."""
+    IDLE = "no step in progress"
+    AT_MAX = "weights at w + e_max; the next backward gives g1"
+    AT_MIN = "weights at w - e_min with g1 held; the next backward gives g2"
+    AT_W = "a step between full steps: weights at w, g0 in p.grad"
+    READY = "the final direction is in p.grad; the base step is next"
+    FAILED = "a pass was non-finite: weights at w, gradients NaN, the step is skipped"
+
+
+@dataclass
+class StepState:
+    """What one step holds between its passes (all norms in the units of ``p.grad``)."""
+    #: each param group that has gradients, with those parameters
+    groups: list[tuple[dict, list[Tensor]]]
+    #: a full sharpness-aware step (else a plain or reused step, see ``interval``)
+    full: bool = True
+    phase: Phase = Phase.IDLE
+    #: the gradient norms of the passes: grad_norm (g0), perturbed_grad_norm (g1), min_grad_norm (g2)
+    norms: dict[str, float] = field(default_factory=dict)
+    #: the norm e_max and e_min divide by: ||g0||, or ||w g0|| in adaptive mode
+    perturbation_norm: float = math.nan
+    #: g0 and g1, kept out of ``p.grad`` while later passes run (one list per group)
+    g0: list[list[Tensor]] = field(default_factory=list)
+    g1: list[list[Tensor]] = field(default_factory=list)
+    #: scale-free diagnostics (cosines, the radius used, the reuse factor)
+    extras: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def moved(self) -> bool:
+        """The weights sit away from w (w is in the optimizer's "w" buffers)."""
+        return self.phase in (Phase.AT_MAX, Phase.AT_MIN)
 
 
 class SharpnessAwareOptimizer(Optimizer):
@@ -35,11 +78,16 @@ class SharpnessAwareOptimizer(Optimizer):
     gradient, BSAM's ``d``) to that global L2 norm.  The passes' own gradients are never
     clipped: the perturbation and BSAM's ||g1||/||g2|| ratio see them as they are.
 
+    ``interval`` = k runs the full sharpness-aware step on one step in k and a one-pass step
+    with g0 on the others; ``reuse="look"`` (LookSAM) then hands the base optimizer
+    g0 + reuse_alpha * (||g0|| / ||v||) * v, where v is the part of the last full step's
+    direction orthogonal to its g0 (docs/bsam_rule.md, "Cheaper steps").
+
     ``rho_scale`` (an attribute, default 1) multiplies every radius (rho, and BSAM's
     rho_min): set it each iteration for a rho warm-up from 0.
     """
 
-    #: how many forward-backward passes one ``step(closure)`` runs
+    #: how many forward-backward passes a full step runs
     passes = 1
 
     def __init__(
@@ -51,6 +99,9 @@ class SharpnessAwareOptimizer(Optimizer):
         adaptive: bool = False,
         model: nn.Module | None = None,
         clip_grad_norm: float = 0.0,
+        interval: int = 1,
+        reuse: str = "none",
+        reuse_alpha: float = 0.7,
         extra_defaults: dict | None = None,
         **base_kwargs,
     ):
@@ -61,6 +112,7 @@ class SharpnessAwareOptimizer(Optimizer):
             )
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")
+        _check_cheap_steps(interval, reuse, reuse_alpha)
         defaults = dict(rho=rho, adaptive=adaptive, **(extra_defaults or {}), **base_kwargs)
         super().__init__(params, defaults)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
@@ -68,14 +120,24 @@ class SharpnessAwareOptimizer(Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         self.model = model
         self.rho_scale = 1.0
+        self.interval, self.reuse, self.reuse_alpha = interval, reuse, reuse_alpha
         clip_before_step(self.base_optimizer, clip_grad_norm)
-        #: diagnostics of the last step (floats), for logging
+        #: diagnostics of the last step (floats, in the gradients' true units), for logging
         self.last_stats: dict[str, float] = {}
-        self._active: list[tuple[dict, list[Tensor]]] = []
-        self._pending_update = False
-        self._failed = False
-        self._moved = False  # the weights sit away from w (w is in the "w" buffers)
-        self._ascent_norm = 0.0  # the norm e_max was divided by (reused for e_min)
+        self._step = StepState(groups=[])
+        #: what lasts from step to step: the step count and LookSAM's held direction
+        self.cycle = Cycle()
+
+    @property
+    def mean_passes(self) -> float:
+        """Forward-backward passes per step on average: 1 + (passes - 1) / interval."""
+        return 1 + (self.passes - 1) / self.interval
+
+    @property
+    def reference_group(self) -> dict:
+        """The param group whose radius the logs report: the first one with gradients
+        (group 0 unless it has none).  The rule itself treats every group alike."""
+        return self._step.groups[0][0]
 
     # -- the closure API ----------------------------------------------------------------
     @torch.no_grad()
@@ -83,34 +145,24 @@ class SharpnessAwareOptimizer(Optimizer):
         """Run all passes with ``closure`` (zero grads, forward, backward, return the loss)
         and update the weights; returns the loss of the first pass (at the real weights).
 
-        Without a closure, finish a step whose passes were run by hand (see
-        :meth:`prepare_update`): this is what ``GradScaler.step(optimizer)`` calls.
+        Without a closure, take the base step of a step whose passes were run by hand
+        (after :meth:`prepare_update`): this is what ``GradScaler.step(optimizer)`` calls.
         """
-        if closure is None:
-            if not self._pending_update:
-                raise RuntimeError(
-                    f"{type(self).__name__}.step() needs a closure, or call prepare_update() "
-                    "after running the passes yourself"
-                )
-            self._pending_update = False
-            return self.base_optimizer.step()
-        closure = torch.enable_grad()(closure)
-        loss = closure()
-        if not self.ascend():
-            self._warn_skip()
-            return loss
-        with frozen_bn_stats(self.model):
-            self._perturbed_passes(closure)
-        self.update()
-        return loss
-
-    def _perturbed_passes(self, closure: Callable[[], Tensor]) -> None:
-        closure()
+        if closure is not None:
+            return run_step(self, torch.enable_grad()(closure))
+        if self._step.phase is not Phase.READY:
+            raise RuntimeError(
+                f"{type(self).__name__}.step() needs a closure, or call prepare_update() "
+                "after running the passes yourself"
+            )
+        self._step.phase = Phase.IDLE
+        return self.base_optimizer.step()
 
     def update(self) -> bool:
-        """Restore the weights, write the final gradient and step the base optimizer.
-        Returns False (and warns, leaving weights and base state unchanged) on a non-finite pass."""
-        if not self.prepare_update():
+        """Finish a step run by hand: prepare the final direction (unless
+        :meth:`prepare_update` already did) and step the base optimizer.  Returns False (and
+        warns, leaving weights and base state unchanged) on a non-finite pass."""
+        if self._step.phase is not Phase.READY and not self.prepare_update():
             self._warn_skip()
             return False
         self.step()
@@ -122,44 +174,108 @@ class SharpnessAwareOptimizer(Optimizer):
     # -- the pass API shared by every method --------------------------------------------
     @torch.no_grad()
     def ascend(self) -> bool:
-        """After the first backward (g0 at w): remember w and move to w + e_max.
-        Returns False when ||g0|| is not finite (the step must then be skipped)."""
-        self._active = [
-            (group, [p for p in group["params"] if p.grad is not None]) for group in self.param_groups
-        ]
-        self._active = [(g, ps) for g, ps in self._active if ps]
-        self._pending_update = self._moved = False
-        grads = [_grads(ps) for _, ps in self._active]
-        self.last_stats = {"grad_norm": _global_norm(grads)}
-        self._ascent_norm = self._perturbation_norm(grads)
-        self._failed = not (math.isfinite(self.last_stats["grad_norm"])
-                            and math.isfinite(self._ascent_norm))
-        if self._failed:
+        """After the first backward (g0 at w): on a full step remember w and move to
+        w + e_max.  Returns True when the perturbed passes are to run: False on a step
+        between full steps (see ``interval``) and when ||g0|| is not finite."""
+        if self._step.moved:
+            raise RuntimeError(f"{type(self).__name__}.ascend() in the middle of a step (the "
+                               "weights are perturbed); finish the step with update() first")
+        groups = [(group, [p for p in group["params"] if p.grad is not None])
+                  for group in self.param_groups]
+        s = self._step = StepState(groups=[(g, ps) for g, ps in groups if ps],
+                                   full=self.cycle.begin_step(self.interval))
+        grads = [grads_of(ps) for _, ps in s.groups]
+        s.norms["grad_norm"] = global_norm(grads)
+        s.perturbation_norm = self._perturbation_norm(grads) if s.full else s.norms["grad_norm"]
+        if not (math.isfinite(s.norms["grad_norm"]) and math.isfinite(s.perturbation_norm)):
+            self._fail()
             return False
-        self._keep_first_gradients(grads)
-        for (group, params), g in zip(self._active, grads):
+        if not s.full:
+            s.phase = Phase.AT_W
+            return False
+        if self._holds_g0():
+            s.g0 = [detach_gradients(ps, gs) for (_, ps), gs in zip(s.groups, grads)]
+        for (group, params), g in zip(s.groups, grads):
             torch._foreach_copy_(self._buffers(params, "w"), params)
             radius = group["rho"] * self.rho_scale
-            self._move(params, g, radius / (self._ascent_norm + EPS), group["adaptive"])
-        self._moved = True
+            self._move(params, g, radius / (s.perturbation_norm + EPS), group["adaptive"])
+        s.phase = Phase.AT_MAX
         return True
 
-    def prepare_update(self) -> bool:
-        """After the last backward: restore the weights and leave the final gradient in
-        ``p.grad``.  On a non-finite pass the gradients are filled with NaN (so that a
+    def advance(self) -> bool:
+        """After a perturbed pass's backward: move to the next point and return True when
+        one more pass is to run, False when the passes of this step are done."""
+        return False
+
+    @torch.no_grad()
+    def prepare_update(self, grad_scale: float = 1.0) -> bool:
+        """After the last backward: restore the weights and leave the final direction in
+        ``p.grad``, for :meth:`update` or ``GradScaler.step``.  ``grad_scale``: the factor
+        the losses were scaled by (``scaler.get_scale()``), so that ``last_stats`` are in
+        true units.  On a non-finite pass the gradients are filled with NaN (so that a
         ``GradScaler`` sees the overflow) and False is returned."""
+        s = self._step
+        if s.phase is Phase.AT_W:
+            self._between_full_steps()
+        elif s.phase is self._last_pass:
+            self._combine(grad_scale)
+        elif s.phase is Phase.READY:
+            raise RuntimeError(f"{type(self).__name__}.prepare_update() was called twice for "
+                               "one step; take the step with update() or GradScaler.step()")
+        elif s.phase is not Phase.FAILED:
+            raise RuntimeError(f"{type(self).__name__}.prepare_update() at the wrong point "
+                               f"({s.phase.value}); run the passes with ascend() first")
+        if s.phase is Phase.FAILED:
+            self._fail()  # again: a pass run after the failure left fresh gradients
+        self.last_stats = self._stats(grad_scale)
+        return s.phase is Phase.READY
+
+    # -- what subclasses define -----------------------------------------------------------
+    #: the phase in which the last pass's gradient is in ``p.grad``
+    _last_pass = Phase.AT_MAX
+
+    def _holds_g0(self) -> bool:
+        """Whether a full step keeps g0 out of ``p.grad`` for later use (BSAM's d,
+        LookSAM's projection)."""
+        return self.reuse == "look"
+
+    def _combine(self, grad_scale: float) -> None:
+        """The last pass's gradient is in ``p.grad``: leave the final direction there,
+        weights at w, phase READY (or FAILED)."""
         raise NotImplementedError
 
     # -- helpers for subclasses -----------------------------------------------------------
+    def _between_full_steps(self) -> None:
+        """g0 is in ``p.grad``: keep it (plain step) or add LookSAM's held direction."""
+        s = self._step
+        if self.reuse == "look" and self.cycle.v:
+            pairs = [[(p.grad, self.cycle.v[p]) for p in ps if p in self.cycle.v] for _, ps in s.groups]
+            factor = self.reuse_alpha * s.norms["grad_norm"] / (self.cycle.v_norm + EPS)
+            for group_pairs in filter(None, pairs):
+                grads, held = zip(*group_pairs)
+                torch._foreach_add_(list(grads), list(held), alpha=factor)
+            s.extras["reuse_factor"] = factor
+        s.phase = Phase.READY
+
+    def _finish_full_step(self, direction: list[list[Tensor]], grad_scale: float) -> None:
+        """The full step's direction is ready (in ``direction``, weights at w): under
+        LookSAM keep its part orthogonal to g0 for the steps until the next full one."""
+        s = self._step
+        if self.reuse == "look":
+            self.cycle.hold_orthogonal(s.groups, direction, s.g0, s.norms["grad_norm"], grad_scale)
+        s.g0 = []
+        s.phase = Phase.READY
+
     def _perturbation_norm(self, grads: list[list[Tensor]]) -> float:
         """||g||, or ||w * g|| in adaptive mode (the norm ASAM divides by)."""
-        if not any(group["adaptive"] for group, _ in self._active):
-            return self.last_stats["grad_norm"]
+        s = self._step
+        if not any(group["adaptive"] for group, _ in s.groups):
+            return s.norms["grad_norm"]
         scaled = [
             torch._foreach_mul(torch._foreach_abs(ps), g) if group["adaptive"] else g
-            for (group, ps), g in zip(self._active, grads)
+            for (group, ps), g in zip(s.groups, grads)
         ]
-        return _global_norm(scaled)
+        return global_norm(scaled)
 
     @staticmethod
     def _move(params: list[Tensor], direction: list[Tensor], step: float, adaptive: bool,
@@ -176,22 +292,28 @@ class SharpnessAwareOptimizer(Optimizer):
         else:
             torch._foreach_add_(params, direction, alpha=step)
 
-    def _keep_first_gradients(self, grads: list[list[Tensor]]) -> None:
-        """Hook (one list per active group): BSAM keeps g0 for the min side and for d."""
-
     def _restore(self) -> None:
-        if self._moved:
-            for _, params in self._active:
+        """Weights back to exactly w, if they were moved."""
+        if self._step.moved:
+            for _, params in self._step.groups:
                 torch._foreach_copy_(params, self._buffers(params, "w"))
-        self._moved = False
 
-    def _fail(self) -> bool:
-        """Mark the step as skipped: weights back to w, gradients NaN for GradScaler."""
-        self._failed = True
+    def _give_back(self, held: list[list[Tensor]]) -> None:
+        """Put held gradients back as the parameters' gradients."""
+        for (_, params), grads in zip(self._step.groups, held):
+            for p, g in zip(params, grads):
+                p.grad = g
+
+    def _fail(self) -> None:
+        """Skip the step: weights back to w, gradients NaN for GradScaler."""
+        s = self._step
         self._restore()
-        for _, params in self._active:
-            torch._foreach_mul_(_grads(params), float("nan"))
-        return False
+        if s.g1:
+            self._give_back(s.g1)
+        s.g0, s.g1 = [], []
+        s.phase = Phase.FAILED
+        for _, params in s.groups:
+            torch._foreach_mul_(grads_of(params), float("nan"))
 
     def _buffers(self, params: list[Tensor], name: str) -> list[Tensor]:
         """Persistent parameter-sized scratch tensors, allocated once."""
@@ -203,6 +325,13 @@ class SharpnessAwareOptimizer(Optimizer):
             out.append(state[name])
         return out
 
+    def _stats(self, grad_scale: float) -> dict[str, float]:
+        s = self._step
+        stats = {key: value / grad_scale for key, value in s.norms.items()}
+        stats.update(s.extras)
+        stats["full_step"] = float(s.full)
+        return stats
+
     def _warn_skip(self) -> None:
         stats = ", ".join(f"{k}={v:.3g}" for k, v in self.last_stats.items())
         warnings.warn(f"{type(self).__name__}: non-finite gradient, step skipped ({stats})",
@@ -210,43 +339,58 @@ class SharpnessAwareOptimizer(Optimizer):
 
     # -- state --------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """The base optimizer's state; its param groups carry rho, rho_min and the LR
-        anchors of the rho_min schedule.  Scratch buffers are not saved."""
-        return self.base_optimizer.state_dict()
+        """The base optimizer's state (its param groups carry rho, rho_min and the LR
+        anchors of the rho_min schedule) and the step cycle (step count, LookSAM's held
+        direction).  Scratch buffers are not saved."""
+        state = self.base_optimizer.state_dict()
+        state[Cycle.KEY] = self.cycle.state_dict(self._all_params())
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        cycle = state_dict.pop(Cycle.KEY, None)
         self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
+        self.cycle = Cycle.from_state_dict(cycle, self._all_params())
+
+    def _all_params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_optimizer!r})"
 
 
-def clip_before_step(optimizer: Optimizer, max_norm: float) -> None:
-    """Make ``optimizer.step()`` first clip the global L2 norm of its parameters' gradients
-    to ``max_norm`` (nothing when ``max_norm`` <= 0).  The gradients must be in place before
-    ``step`` is called: a closure would run after the clipping, so one is refused."""
-    if max_norm <= 0:
-        return
+def run_step(optimizer: Optimizer, run_pass: Callable[[], Tensor], scaler=None) -> Tensor:
+    """One optimizer step of any optimizer: the passes its method needs, then the base step.
 
-    def clip(opt, args, kwargs):  # args: (optimizer, closure?)
-        if (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None:
-            raise ValueError("with clip_grad_norm, run the backward pass first and call "
-                             "step() without a closure")
-        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    ``run_pass`` zeroes the gradients, runs forward and backward (the loss scaled by
+    ``scaler`` when one is given) and returns the loss; the loss of the first pass, at the
+    real weights, is returned.  SGD/Adam run one pass, SAM two, BSAM three (a step between
+    full ones: one); the perturbed passes keep batch-norm running statistics still.
+    """
+    loss = run_pass()
+    if isinstance(optimizer, SharpnessAwareOptimizer):
+        if optimizer.ascend():
+            with frozen_bn_stats(optimizer.model):
+                run_pass()
+                while optimizer.advance():
+                    run_pass()
+        if scaler is None:
+            optimizer.update()
+            return loss
+        optimizer.prepare_update(grad_scale=scaler.get_scale())
+    if scaler is None:  # gradients first: TRAIN.CLIP_GRAD_NORM clips them when step() begins
+        optimizer.step()
+    else:  # the scaler unscales before step(), so clipping sees unscaled values
+        scaler.step(optimizer)
+        scaler.update()
+    return loss
 
-    optimizer.register_step_pre_hook(clip)
 
-
-def _grads(params: list[Tensor]) -> list[Tensor]:
-    return [p.grad for p in params]
-
-
-def _global_norm(tensor_lists: list[list[Tensor]]) -> float:
-    """L2 norm over every tensor of every list, as a Python float (one device sync)."""
-    norms = [n for tensors in tensor_lists for n in torch._foreach_norm(tensors)]
-    if not norms:
-        return 0.0
-    device = norms[0].device
-    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms])).item()
+def _check_cheap_steps(interval, reuse, reuse_alpha) -> None:
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"interval must be an integer >= 1 (1: every step is a full step), got {interval!r}")
+    if reuse not in REUSE_RULES:
+        raise ValueError(f"reuse must be one of {', '.join(REUSE_RULES)}, got {reuse!r}")
+    if not reuse_alpha >= 0:
+        raise ValueError(f"reuse_alpha must be >= 0, got {reuse_alpha!r}")

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Callable
 
 import torch
 from torch import nn
-
-from optim.bn import frozen_bn_stats
 
 from .errors import UserError
 
@@ -64,23 +61,6 @@ def make_scaler(amp: str, device: torch.device):
         raise UserError("AMP: fp16 needs a CUDA GPU (float16 training on the CPU is not supported); "
                         "use AMP bf16 or none on this machine")
     return torch.amp.GradScaler("cuda")
-
-
-def scaled_step(optimizer, scaler, run_pass: Callable[[], torch.Tensor]) -> None:
-    """One optimizer step with every pass's loss scaled by ``scaler``, through the optimizer's
-    pass API (docs/bsam_api.md, "Your own passes"): one pass for SGD/Adam, two for SAM, three for BSAM.
-    ``run_pass`` zeroes the gradients, runs forward and the scaled backward.  The wrappers'
-    norm ratios are scale-invariant; a non-finite pass leaves non-finite gradients, so the
-    scaler skips the step and lowers the scale."""
-    run_pass()
-    if hasattr(optimizer, "ascend") and optimizer.ascend():
-        with frozen_bn_stats(optimizer.model):
-            run_pass()
-            if hasattr(optimizer, "descend_to_min") and optimizer.descend_to_min():
-                run_pass()
-        optimizer.prepare_update()
-    scaler.step(optimizer)
-    scaler.update()
 
 
 def prepare_model(model: nn.Module, cfg, device: torch.device, world: int) -> nn.Module:

@@ -77,6 +77,9 @@ BASE = {
         "ADAPTIVE": False,  # ASAM-style element-wise scaling (asam implies it)
         "REFERENCE_COMPAT": False,  # reproduce the authors' code (step from w - e_min)
         "RHO_WARMUP_EPOCHS": 0.0,  # rho and rho_min ramp from 0 over these epochs
+        "INTERVAL": 1,  # k: the full sharpness-aware step on one step in k, a one-pass step between
+        "REUSE": "none",  # between full steps: none (plain g0) | look (LookSAM's reused direction)
+        "REUSE_ALPHA": 0.7,  # LookSAM's alpha: weight of the held direction (REUSE look)
     },
     "TEST": {
         "BATCH_SIZE_PER_GPU": 64,
@@ -111,6 +114,9 @@ CHECKS = {
     "TRAIN.MAX_NONFINITE_STEPS": (lambda v: v >= 1, "an integer >= 1"),
     "TRAIN.LR_FACTOR": (lambda v: v > 0, "a number > 0"),
     "SAM.RHO_WARMUP_EPOCHS": (lambda v: v >= 0, "a number >= 0"),
+    "SAM.INTERVAL": (lambda v: v >= 1, "an integer >= 1 (1: every step is a full step)"),
+    "SAM.REUSE": ["none", "look"],
+    "SAM.REUSE_ALPHA": (lambda v: v >= 0, "a number >= 0"),
     "TRAIN.BETAS": (lambda v: len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v),
                     "a list [beta1, beta2] of two numbers in [0, 1)"),
 }

@@ -18,8 +18,7 @@ from tqdm import tqdm
 import optim
 
 from . import checkpoint, config as config_mod, distributed as dist, resume as resume_check
-from .acceleration import (autocast, compile_model, launch_hint, make_scaler, prepare_model, resolve_amp,
-                           scaled_step)
+from .acceleration import autocast, compile_model, launch_hint, make_scaler, prepare_model, resolve_amp
 from .data import (EpochSampler, EvalShard, epoch_seed, make_loader, rng_state, seed_everything,
                    set_rng_state, to_device)
 from .device import pick_device
@@ -288,16 +287,9 @@ class Trainer:
                 first.append((loss.detach(), stats))
             return loss
 
-        sharpness_aware = isinstance(self.optimizer, optim.SharpnessAwareOptimizer)
-        if sharpness_aware:
+        if isinstance(self.optimizer, optim.SharpnessAwareOptimizer):
             self.optimizer.rho_scale = self.rho_scale(self.global_step)
-        if scaler:  # the scaler unscales before step(), so TRAIN.CLIP_GRAD_NORM clips unscaled values
-            scaled_step(self.optimizer, scaler, closure)
-        elif sharpness_aware:
-            self.optimizer.step(closure)
-        else:  # gradients first: TRAIN.CLIP_GRAD_NORM clips them when step() begins
-            closure()
-            self.optimizer.step()
+        optim.run_step(self.optimizer, closure, scaler)
         self.scheduler.step()
         loss, stats = first[0]
         return float(loss), {k: float(v) for k, v in stats.items()}, self.task.batch_size(batch)
