@@ -38,3 +38,47 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def run_folder(cfg_path: Path) -> Path:
     """The run folder of a ``tiny_cls_cfg`` config."""
     return cfg_path.parent / "out" / "classification" / cfg_path.stem
+
+
+_LIMITED = r"""
+import contextlib, io, json, resource, sys
+from unittest import mock
+from tasks.engine import cli
+from tasks.engine.torchfile import _address_space_used
+calls = json.loads(sys.argv[1])
+modules = {name: __import__(name, fromlist=["main"]) for name, _ in calls}
+import tasks.classification, tasks.pose  # imported before the limit: only the load is measured
+limit = _address_space_used() + int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+results = []
+for name, args in calls:
+    err = io.StringIO()
+    with mock.patch.object(sys, "argv", ["tool", *args]), contextlib.redirect_stderr(err):
+        try:
+            cli.run(modules[name].main)
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        except BaseException as other:  # MemoryError and the like: the test reports them
+            code, _ = 99, err.write(f"{type(other).__name__}: {other}")
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def run_tools_limited(calls: list[tuple[str, list]], headroom: int) -> list[tuple[int, str]]:
+    """Run each ``(tool module, arguments)`` through ``cli.run`` in one subprocess whose
+    address space may grow by only ``headroom`` bytes once the tools are imported; returns
+    ``(exit status, stderr)`` per call.  A tool that tries to allocate more fails there
+    instead of taking the test machine down."""
+    import json
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    calls = [[name, [str(a) for a in args]] for name, args in calls]
+    proc = subprocess.run([sys.executable, "-c", _LIMITED, json.dumps(calls), str(headroom)],
+                          cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]

@@ -36,7 +36,7 @@ from tasks.engine import task as task_registry
 from tasks.engine.data import seed_everything, to_device
 from tasks.engine.device import pick_device
 from tasks.engine.errors import UserError
-from tasks.engine.io import save_figure, save_json
+from tasks.engine.io import input_file, save_figure, save_json
 
 #: Top Hessian eigenvalues measured when comparing models (the paper's flatness figure).
 COMPARE_TOPK = 50
@@ -397,9 +397,8 @@ def default_out(checkpoints: list[str]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for checkpoint in args.checkpoint:
-        if not Path(checkpoint).is_file():
-            raise UserError(f"checkpoint {checkpoint} not found; pass the path of a "
-                            f"checkpoint_last.pth / model_best.pth or a state_dict file")
+        input_file(checkpoint, "checkpoint", "; pass the path of a checkpoint_last.pth / "
+                   "model_best.pth or a state_dict file")
     if args.labels is not None and len(args.labels) != len(args.checkpoint):
         raise UserError(f"--labels gives {len(args.labels)} name(s) for {len(args.checkpoint)} "
                         "checkpoint(s); give one per checkpoint, in the same order")

@@ -41,9 +41,7 @@ def save(path: Path, **state) -> Path:
 def load(path: str | Path) -> dict:
     """A full training checkpoint of this tool (for ``--resume``)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path} (run without --resume to start fresh)")
-    state = torchfile.read(path, "checkpoint")
+    state = torchfile.read(path, "checkpoint", " (run without --resume to start fresh)")
     missing = set(RESUME_FIELDS) - set(state) if isinstance(state, dict) else {"model"}
     if missing:
         raise UserError(f"{path} is not a training checkpoint of this tool (missing "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -101,3 +102,26 @@ def check_output_path(path: str | os.PathLike, flag: str, folder: bool) -> Path:
     if not folder and path.is_dir():
         raise UserError(f"{flag} {path} is a folder; give the path of a file to write")
     return path
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def input_file(path: str | os.PathLike, what: str, hint: str = "") -> int:
+    """The size of ``path`` once it is known to be a non-empty regular file (a symlink to
+    one counts), or :class:`UserError` saying what it is instead: opening a FIFO blocks,
+    a device never ends, a folder is no file.  ``hint`` says what to do when it is missing."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}{hint}") from None
+    except OSError as err:
+        raise UserError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    for test, kind in _KINDS:
+        if test(info.st_mode):
+            raise UserError(f"{what} {path} is {kind}, not a regular file; give the path of a file")
+    if info.st_size == 0:
+        raise UserError(f"{what} {path} is empty (0 bytes); it was cut off when written: use "
+                        "another file")
+    return info.st_size

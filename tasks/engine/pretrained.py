@@ -34,8 +34,6 @@ def load_state_dict_file(path) -> dict[str, Tensor]:
     A leading ``module.`` (saved from a DDP-wrapped model) is removed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
     obj = torchfile.read(path, "weights file")
     state = obj
     if isinstance(obj, dict):
