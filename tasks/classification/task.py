@@ -1,6 +1,6 @@
 """The classification task: CIFAR training from scratch and transfer learning on image folders.
 
-Config keys it adds (everything else is in ``tasks.engine.defaults``):
+Config keys it adds (``ClassificationTask.schema``; the shared ones are in ``tasks.engine.defaults``):
 
 * ``DATASET.FORMAT`` auto | imagefolder | cifar10 | cifar100, ``DATASET.AUGMENT``
   cifar | transfer | none, ``IMAGE_SIZE``, ``CUTOUT`` (square side, 0 = off),
@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.engine.defaults import SEED_RANGE
 from tasks.engine.distributed import gather_to_main
 from tasks.engine.errors import UserError
 from tasks.engine.io import save_figure
 from tasks.engine.pretrained import load_into, resolve_pretrained
+from tasks.engine.schema import Key
 from tasks.engine.task import Task, register
 
 from .data import FORMATS, build_image_datasets, build_test_dataset
@@ -39,51 +41,34 @@ from .transforms import RECIPES
 log = logging.getLogger("bsam.classification")  # a child of the run logger: lands in train.log
 
 
-def _in_unit_interval(v) -> bool:
-    return 0 <= v < 1
+_FRACTION = dict(ge=0, lt=1)
 
 
 @register("classification")
 class ClassificationTask(Task):
-    defaults = {
+    schema = {
         "DATASET": {
-            "FORMAT": "auto",
-            "AUGMENT": "cifar",
-            "IMAGE_SIZE": 32,
-            "CUTOUT": 0,
-            "CROP_SCALE_MIN": 0.08,
-            "TEST_CROP_RATIO": 0.875,
-            "MEAN": [],
-            "STD": [],
-            "LABEL_NOISE": 0.0,
-            "LABEL_NOISE_SEED": 0,
-            "TRAIN_PER_CLASS": 0,
+            "FORMAT": Key("auto", choices=FORMATS),
+            "AUGMENT": Key("cifar", choices=RECIPES),
+            "IMAGE_SIZE": Key(32, ge=8),
+            "CUTOUT": Key(0, ge=0, hint="0 = no cutout"),
+            "CROP_SCALE_MIN": Key(0.08, gt=0, le=1),
+            "TEST_CROP_RATIO": Key(0.875, gt=0, le=1),
+            "MEAN": Key([], type=list[float], length=(0, 3), hint="[] = the data set's statistics"),
+            "STD": Key([], type=list[float], length=(0, 3), gt=0, hint="[] = the data set's statistics"),
+            "LABEL_NOISE": Key(0.0, **_FRACTION),
+            "LABEL_NOISE_SEED": Key(0, **SEED_RANGE),
+            "TRAIN_PER_CLASS": Key(0, ge=0, hint="0 = every training image"),
         },
-        "MODEL": {"NAME": "cifar_resnet18", "NUM_CLASSES": 10, "FREEZE_BACKBONE": False},
-        "LOSS": {"LABEL_SMOOTHING": 0.0},
-        "TRAIN": {"BACKBONE_LR_MULT": 1.0},
-    }
-    checks = {
-        "DATASET.FORMAT": list(FORMATS),
-        "DATASET.AUGMENT": list(RECIPES),
-        "DATASET.IMAGE_SIZE": (lambda v: v >= 8, "an integer >= 8"),
-        "DATASET.CUTOUT": (lambda v: v >= 0, "an integer >= 0 (0 = no cutout)"),
-        "DATASET.CROP_SCALE_MIN": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
-        "DATASET.TEST_CROP_RATIO": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
-        "DATASET.MEAN": (lambda v: len(v) in (0, 3), "[] (automatic) or three numbers"),
-        "DATASET.STD": (
-            lambda v: len(v) in (0, 3) and all(x > 0 for x in v),
-            "[] (automatic) or three positive numbers",
-        ),
-        "DATASET.LABEL_NOISE": (_in_unit_interval, "a number in [0, 1)"),
-        "DATASET.TRAIN_PER_CLASS": (lambda v: v >= 0, "an integer >= 0 (0 = every training image)"),
-        "MODEL.NAME": available_models(),
-        "MODEL.NUM_CLASSES": (lambda v: v >= 1, "an integer >= 1"),
-        "LOSS.LABEL_SMOOTHING": (_in_unit_interval, "a number in [0, 1)"),
-        "TRAIN.BACKBONE_LR_MULT": (
-            lambda v: v > 0,
-            "a number > 0 (use MODEL.FREEZE_BACKBONE: true to freeze the backbone)",
-        ),
+        "MODEL": {
+            "NAME": Key("cifar_resnet18", choices=available_models()),
+            "NUM_CLASSES": 10,
+            "FREEZE_BACKBONE": Key(False),
+        },
+        "LOSS": {"LABEL_SMOOTHING": Key(0.0, **_FRACTION)},
+        "TRAIN": {
+            "BACKBONE_LR_MULT": Key(1.0, gt=0, hint="use MODEL.FREEZE_BACKBONE: true to freeze the backbone"),
+        },
     }
     main_metric = "top1"
     detail_metrics = ("acc_",)  # per-class accuracies: in metrics.csv, not on the console

@@ -1,15 +1,13 @@
 """YAML + defaults + ``--opts`` overrides -> one validated config.
 
-The defaults are the schema: a key that appears in neither ``defaults.BASE`` nor the task's
-``Task.defaults`` is an error, and so is a value whose type differs from its default's.
-Every error is one line naming the file, the dotted key, the value and what is allowed,
-with a close-match suggestion for typos.
+The schema is one :class:`~tasks.engine.schema.Key` record per key (``defaults.ENGINE`` and
+the task's ``Task.schema``): a key declared in neither is an error, and so is a value of
+another type or outside what its record allows.  Every error is one line naming the file,
+the dotted key, the value and what is allowed, with a close-match suggestion for typos.
 """
 from __future__ import annotations
 
 import copy
-import difflib
-import math
 import os
 import re
 from pathlib import Path
@@ -18,13 +16,11 @@ from typing import Any, Iterable
 import yaml
 
 from . import task as task_registry
-from .defaults import BASE, CHECKS, NULLABLE, RENAMED
-from .errors import UserError
+from .defaults import ENGINE
 from .io import atomic_write
+from .schema import ConfigError, Section, defaults_of, records, renamed_key, suggest
 
-
-class ConfigError(UserError):
-    """A config file or override that does not fit the schema."""
+__all__ = ["Config", "ConfigError", "load", "make_config", "parse_opts", "parse_yaml", "save"]
 
 
 #: A config is a few kilobytes; these bounds keep a hostile file from exhausting memory or
@@ -85,6 +81,8 @@ class Config(dict):
 
     config_dir: str = "."
     source: str = "<dict>"
+    #: How the task was chosen when the config sets no ``TASK`` ("" when it does).
+    task_note: str = ""
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -212,179 +210,112 @@ def parse_opts(opts: Iterable[str]) -> list[tuple[str, Any]]:
 
 # -- schema --------------------------------------------------------------------------------
 def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
+    """Defaults of the task's schema, then ``data``, then ``overrides``, every value checked."""
     given = {**data, **dict(overrides)}
-    task_registry.import_modules(given.get("CUSTOM_IMPORTS", BASE["CUSTOM_IMPORTS"]), source)
-    task_name = given.get("TASK", BASE["TASK"])
-    task_cls = _task_class(task_name, source)
-    schema = _deep_merge(BASE, task_cls.defaults)
-    checks = {**CHECKS, **task_cls.checks}
-    nullable = {**NULLABLE, **getattr(task_cls, "nullable", {})}
-    merged = copy.deepcopy(schema)
-    choices = _mixed_choices(checks)
-    _merge_checked(merged, _renamed(data, source), schema, prefix="", source=source, choices=choices)
+    task_registry.import_modules(given.get("CUSTOM_IMPORTS", ENGINE["CUSTOM_IMPORTS"].default), source)
+    task_name, read_as = _task_of(given, source)
+    schema = _task_class(task_name, source).config_schema()
+    reader = _Reader(schema, source, read_as)
+    merged = defaults_of(schema)
+    reader.merge(merged, data, schema, prefix="")
     for key, value in overrides:
-        _set_dotted(merged, schema, RENAMED.get(key, key), value, source="--opts", choices=choices)
-    _check_nullable(merged, nullable, source)
-    _run_checks(merged, checks, source)
-    return _to_config(merged)
+        reader.set_dotted(merged, key, value)
+    reader.validate(merged)
+    cfg = _to_config(merged)
+    cfg.task_note = read_as
+    return cfg
 
 
-def _renamed(data: dict, source: str) -> dict:
-    """``data`` with the older key spellings of :data:`RENAMED` moved to the current ones."""
-    out = dict(data)
-    for old, new in RENAMED.items():
-        section, old_key = old.split(".")
-        new_key = new.split(".")[1]
-        node = out.get(section)
-        if isinstance(node, dict) and old_key in node:
-            if new_key in node:
-                raise ConfigError(f"{source}: {old} and {new} are the same setting; keep {new} only")
-            out[section] = {(new_key if k == old_key else k): v for k, v in node.items()}
-    return out
+def _task_of(given: dict, source: str) -> tuple[Any, str]:
+    """``TASK``, or for a config without one the task its ``MODEL.NAME`` belongs to (an
+    experiment file of SimpleBaseline or HRNet) and the note that says so."""
+    if "TASK" in given:
+        return given["TASK"], ""
+    model = given.get("MODEL")
+    name = model.get("NAME") if isinstance(model, dict) else given.get("MODEL.NAME")
+    inferred = task_registry.infer(name) if isinstance(name, str) and name else None
+    if inferred is None:
+        return ENGINE["TASK"].default, f"read as TASK {ENGINE['TASK'].default}: the config sets no TASK"
+    return inferred, f"read as TASK {inferred} from MODEL.NAME {name}: the config sets no TASK"
 
 
 def _task_class(name, source):
     available = task_registry.available()
     if str(name) not in available:
-        raise ConfigError(f"{source}: TASK: unknown task {name!r}{_suggest(str(name), available)}; "
+        raise ConfigError(f"{source}: TASK: unknown task {name!r}{suggest(str(name), available)}; "
                           f"choose one of {', '.join(available)}")
     return task_registry.get(str(name))
 
 
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+class _Reader:
+    """Puts a file's values and ``--opts`` overrides into the defaults, one record at a time."""
 
+    def __init__(self, schema: Section, source: str, read_as: str):
+        self.schema, self.source = schema, source
+        self.read_as = f" ({read_as})" if read_as else ""
 
-def _mixed_choices(checks: dict) -> dict:
-    """The keys whose listed choices are of several types (``TEST.POST_PROCESS``: true,
-    false or dark): such a key takes any of its choices, whatever its default's type."""
-    return {dotted: rule for dotted, rule in checks.items()
-            if isinstance(rule, list) and len({type(c) for c in rule}) > 1}
+    def merge(self, target: dict, data: dict, section: Section, prefix: str, source: str = "") -> None:
+        source = source or self.source
+        for key, value in self._renamed(data, section, prefix).items():
+            dotted = f"{prefix}{key}"
+            if key not in section:
+                raise ConfigError(f"{source}: {dotted}: unknown key{suggest(key, section, prefix)}; "
+                                  f"allowed here: {', '.join(sorted(map(str, section)))}{self.read_as}")
+            self._put(target, key, value, section[key], dotted, source)
 
-
-def _merge_checked(target: dict, data: dict, schema: dict, prefix: str, source: str,
-                   choices: dict) -> None:
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in schema:
-            raise ConfigError(f"{source}: {dotted}: unknown key{_suggest(key, schema, prefix)}; "
-                              f"allowed here: {', '.join(sorted(map(str, schema)))}")
-        default = schema[key]
-        if isinstance(default, dict):
+    def _put(self, target: dict, key: str, value: Any, spec, dotted: str, source: str) -> None:
+        if isinstance(spec, dict):
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {dotted}: expected a section (mapping), "
-                                  f"got {value!r}")
-            _merge_checked(target[key], value, default, f"{dotted}.", source, choices)
+                raise ConfigError(f"{source}: {dotted}: expected a section (mapping), got {value!r}")
+            self.merge(target[key], value, spec, f"{dotted}.", source)
         else:
-            target[key] = _coerce(value, default, dotted, source, choices=choices.get(dotted, ()))
+            target[key] = spec.coerce(value, f"{source}: {dotted}")
+
+    def _renamed(self, data: dict, section: Section, prefix: str) -> dict:
+        """``data`` with older spellings (``Key.old``) moved to the current names."""
+        out = {}
+        for key, value in data.items():
+            new = renamed_key(section, key) if key not in section else None
+            if new is not None and new in data:
+                raise ConfigError(f"{self.source}: {prefix}{key} and {prefix}{new} are the same "
+                                  f"setting; keep {prefix}{new} only")
+            out[new or key] = value
+        return out
+
+    def set_dotted(self, target: dict, dotted: str, value: Any) -> None:
+        """One ``--opts KEY VALUE`` pair."""
+        parts = dotted.split(".")
+        node, section = target, self.schema
+        for i, part in enumerate(parts):
+            prefix = ".".join(parts[:i]) + ("." if i else "")
+            if isinstance(section, dict) and part not in section:
+                part = renamed_key(section, part) or part
+            if not isinstance(section, dict) or part not in section:
+                options = section if isinstance(section, dict) else {}
+                raise ConfigError(f"--opts: {dotted}: unknown key{suggest(part, options, prefix)}{self.read_as}")
+            if i == len(parts) - 1:
+                if isinstance(section[part], dict) and not isinstance(value, dict):
+                    raise ConfigError(f"--opts: {dotted}: is a section; override its keys one by one "
+                                      f"({dotted}.KEY VALUE)")
+                self._put(node, part, value, section[part], f"{prefix}{part}", "--opts")
+            node, section = node[part], section[part]
+
+    def validate(self, cfg: dict) -> None:
+        """The values each record allows, and the keys that must exceed another's."""
+        for dotted, spec in records(self.schema):
+            value = _lookup(cfg, dotted)
+            spec.validate(value, f"{self.source}: {dotted}")
+            if spec.above and value is not None:
+                other, why = spec.above
+                if not value > _lookup(cfg, other):
+                    raise ConfigError(f"{self.source}: {dotted}: {value!r} is not above {other} "
+                                      f"({_lookup(cfg, other)!r}): {why}")
 
 
-def _set_dotted(target: dict, schema: dict, dotted: str, value: Any, source: str, choices: dict) -> None:
-    parts = dotted.split(".")
-    node, node_schema = target, schema
-    for i, part in enumerate(parts):
-        prefix = ".".join(parts[:i]) + ("." if i else "")
-        if not isinstance(node_schema, dict) or part not in node_schema:
-            options = node_schema if isinstance(node_schema, dict) else {}
-            raise ConfigError(f"{source}: {dotted}: unknown key{_suggest(part, options, prefix)}")
-        if i == len(parts) - 1:
-            if isinstance(node_schema[part], dict):
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{source}: {dotted}: is a section; override its keys "
-                                      f"one by one ({dotted}.KEY VALUE)")
-                _merge_checked(node[part], value, node_schema[part], f"{dotted}.", source, choices)
-            else:
-                node[part] = _coerce(value, node_schema[part], dotted, source, choices=choices.get(dotted, ()))
-        node, node_schema = node[part], node_schema[part]
-
-
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-               list: "a list", dict: "a section (mapping)"}
-
-
-def _coerce(value: Any, default: Any, dotted: str, source: str, nullable: bool = False,
-            choices: list | tuple = ()) -> Any:
-    """Check ``value`` against the default's type; ints widen to floats, tuples to lists.
-    One of ``choices`` (a key's choices of several types) passes as it is."""
-    if default is None or any(type(value) is type(c) and value == c for c in choices):
-        return value
-    expected = type(default)
-    if isinstance(value, tuple):
-        value = list(value)
-    ok = (
-        (expected is bool and isinstance(value, bool))
-        or (expected is int and isinstance(value, int) and not isinstance(value, bool))
-        or (expected is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (expected is str and isinstance(value, str))
-        or (expected is list and isinstance(value, list))
-        or (expected is dict and isinstance(value, dict))
-    )
-    if not ok:
-        want = _TYPE_NAMES.get(expected, expected.__name__) + (" (or null)" if nullable else "")
-        if choices:
-            want = "one of " + ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
-        raise ConfigError(f"{source}: {dotted}: expected {want}, got {value!r} "
-                          f"({type(value).__name__})")
-    if expected is float:
-        number = float(value) if abs(value) < 1e308 else math.inf
-        if not math.isfinite(number):
-            raise ConfigError(f"{source}: {dotted}: {value!r} is not a finite number")
-        return number
-    return value
-
-
-def _check_nullable(cfg: dict, nullable: dict, source: str) -> None:
-    """Keys whose default is ``None`` take ``None`` or a value of their declared type."""
-    for dotted, expected in nullable.items():
-        node, parts = cfg, dotted.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or node.get(parts[-1]) is None:
-            continue
-        kinds = expected if isinstance(expected, tuple) else (expected,)
-        value = node[parts[-1]]
-        if len(kinds) == 1:
-            node[parts[-1]] = _coerce(value, kinds[0](), dotted, source, nullable=True)
-        elif not any(_coerce_quietly(value, kind(), dotted, source) for kind in kinds):
-            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-            raise ConfigError(f"{source}: {dotted}: expected {names} (or null), got {value!r} "
-                              f"({type(value).__name__})")
-
-
-def _coerce_quietly(value, default, dotted, source) -> bool:
-    try:
-        _coerce(value, default, dotted, source)
-    except ConfigError:
-        return False
-    return True
-
-
-def _run_checks(cfg: dict, checks: dict, source: str) -> None:
-    for dotted, rule in checks.items():
-        node = cfg
-        for part in dotted.split("."):
-            node = node[part]
-        if node is None:
-            continue
-        if isinstance(rule, (list, tuple)) and not (len(rule) == 2 and callable(rule[0])):
-            if node not in rule:
-                raise ConfigError(f"{source}: {dotted}: {node!r} is not allowed; choose one of "
-                                  f"{', '.join(map(str, rule))}{_suggest(str(node), rule)}")
-        else:
-            predicate, allowed = rule
-            if not predicate(node):
-                raise ConfigError(f"{source}: {dotted}: {node!r} is not allowed; expected {allowed}")
-
-
-def _suggest(word: str, options, prefix: str = "") -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+def _lookup(cfg: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
 
 
 def _to_config(node: Any) -> Any:

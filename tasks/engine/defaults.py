@@ -1,149 +1,111 @@
-"""Defaults shared by every task, in the SimpleBaseline/HRNet UPPER_CASE style.
+"""The config keys every task shares, one :class:`~tasks.engine.schema.Key` record each, in the
+SimpleBaseline/HRNet UPPER_CASE style (docs/config.md says how to add one).
 
-A key that appears nowhere in these defaults (or in a task's ``Task.defaults``) is an
-error in a user's YAML.  A default of ``None`` accepts any value; otherwise a value must
-have the default's type (an int is accepted where a float is expected).  The HRNet keys
-that the suite does not use (``GPUS``, ``LOG_DIR`` ...) are accepted so that their
-experiment files load unchanged.
+The HRNet keys the suite does not use (``GPUS``, ``LOG_DIR`` ...) are declared so that their
+experiment files load unchanged; their ``reference`` note is listed at start when a file sets
+them.  A task adds its keys in ``Task.schema``.
 """
+from .schema import Key
 
-BASE = {
-    "TASK": "classification",
-    "CUSTOM_IMPORTS": [],  # modules imported before TASK is looked up: tasks of one's own
-    "NAME": "",  # run name; empty -> the config file's stem
-    "OUTPUT_DIR": "output",
-    "LOG_DIR": None,  # HRNet key, unused (logs go to the run directory)
-    "DATA_DIR": "",  # HRNet key, unused
-    "GPUS": None,  # HRNet key (a list or "(0,1,2,3)"); devices come from torchrun (a hint if N > 1)
-    "WORKERS": 2,
-    "PRINT_FREQ": 20,
-    "AUTO_RESUME": False,
-    "PIN_MEMORY": True,
-    "PERSISTENT_WORKERS": False,  # keep loader workers between epochs (resumes then augment differently)
-    "RANK": 0,  # HRNet key, unused (torchrun sets the rank)
-    "SEED": 0,
-    "DETERMINISTIC": False,
-    "DEVICE": "auto",  # auto | cpu | cuda
-    "AMP": "none",  # none | bf16 | fp16 (fp16: CUDA only, with a GradScaler) | auto (bf16 where native)
-    "CHANNELS_LAST": False,  # NHWC model and images (faster convolutions on tensor cores)
-    "COMPILE": "none",  # none | inductor | aot_eager | eager: torch.compile backend of the model
-    "CUDNN": {"BENCHMARK": True, "DETERMINISTIC": False, "ENABLED": True},
+_AT_LEAST_ONE = dict(ge=1)
+_NOT_NEGATIVE = dict(ge=0)
+#: The seeds that NumPy's and PyTorch's generators all take (a task's seed keys use it too).
+SEED_RANGE = dict(ge=0, le=2**32 - 1)
+
+#: DEBUG pictures of the reference are not drawn; any key of the section says so at start.
+DEBUG_PICTURES = Key(False, run_only=True,
+                     reference="debug pictures are not written; the run draws NUM_DRAW pose pictures")
+
+ENGINE = {
+    "TASK": Key("classification"),
+    "CUSTOM_IMPORTS": Key([], type=list[str]),  # modules imported before TASK is looked up: tasks of one's own
+    "NAME": Key("", run_only=True),  # run name; empty -> the config file's stem
+    "OUTPUT_DIR": Key("output", run_only=True),
+    "LOG_DIR": Key(None, type=str, run_only=True, reference="logs go to the run directory"),
+    "DATA_DIR": Key("", run_only=True, reference="not used"),
+    # devices come from torchrun (a hint if GPUS lists more than the run has); HRNet writes "(0,1,2,3)"
+    "GPUS": Key(None, type=(list[int], str, int), run_only=True,
+                reference="devices come from DEVICE and torchrun"),
+    "WORKERS": Key(2, **_NOT_NEGATIVE, run_only=True),
+    "PRINT_FREQ": Key(20, **_AT_LEAST_ONE, run_only=True),
+    "AUTO_RESUME": Key(False, run_only=True),
+    "PIN_MEMORY": Key(True, run_only=True),
+    "PERSISTENT_WORKERS": Key(False),  # keep loader workers between epochs (resumes then augment differently)
+    "RANK": Key(0, **_NOT_NEGATIVE, run_only=True, reference="torchrun sets the rank"),
+    "SEED": Key(0, **SEED_RANGE),
+    "DETERMINISTIC": Key(False),
+    "DEVICE": Key("auto", choices=("auto", "cpu", "cuda"), run_only=True),
+    # fp16: CUDA only, with a GradScaler; auto: bf16 where native
+    "AMP": Key("none", choices=("none", "bf16", "fp16", "auto")),
+    "CHANNELS_LAST": Key(False),  # NHWC model and images (faster convolutions on tensor cores)
+    "COMPILE": Key("none", choices=("none", "inductor", "aot_eager", "eager")),  # torch.compile backend
+    "CUDNN": {
+        "BENCHMARK": Key(True, run_only=True),
+        "DETERMINISTIC": Key(False, reference="use DETERMINISTIC: true"),
+        "ENABLED": Key(True, reference="not used"),
+    },
     "DATASET": {
-        "DATASET": "",
-        "ROOT": "",
-        "TRAIN_SET": "train",
-        "TEST_SET": "test",
-        "DATA_FORMAT": "jpg",
+        "DATASET": Key(""),
+        "ROOT": Key(""),
+        "TRAIN_SET": Key("train"),
+        "TEST_SET": Key("test"),
+        "DATA_FORMAT": Key("jpg"),
     },
     "MODEL": {
-        "NAME": "",
-        "PRETRAINED": "",
-        "INIT_WEIGHTS": True,
-        "NUM_CLASSES": 10,
-        "SYNC_BN": False,  # batch-norm statistics over all ranks (small per-GPU batches; CUDA)
+        "NAME": Key(""),
+        "PRETRAINED": Key(""),
+        "INIT_WEIGHTS": Key(True),
+        "NUM_CLASSES": Key(10, **_AT_LEAST_ONE),
+        "SYNC_BN": Key(False),  # batch-norm statistics over all ranks (small per-GPU batches; CUDA)
     },
     "LOSS": {},
     "TRAIN": {
-        "BATCH_SIZE_PER_GPU": 32,
-        "SHUFFLE": True,
-        "BEGIN_EPOCH": 0,
-        "END_EPOCH": 1,
-        "MAX_ITERS_PER_EPOCH": 0,  # 0 = the whole epoch; >0 caps it (smoke runs, tests)
-        "OPTIMIZER": "sgd",  # sgd | adam | adamw
-        "LR": 0.1,
-        "LR_SCHEDULER": "multistep",  # multistep | cosine | constant
-        "LR_FACTOR": 0.1,
-        "LR_STEP": [90, 120],
-        "LR_END": 0.0,  # final LR of the cosine schedule
-        "WARMUP_EPOCHS": 0.0,
-        "MOMENTUM": 0.9,
-        "NESTEROV": False,
-        "WD": 0.0,  # sgd and adamw; adam has none, as in the reference (Adam(params, lr))
-        "BETAS": [0.9, 0.999],  # adam / adamw
-        "GAMMA1": None,  # HRNet key, not applied (the reference's Adam ignores it too)
-        "GAMMA2": None,  # HRNet key, not applied
-        "CLIP_GRAD_NORM": 0.0,  # 0 = no clipping
-        "FUSED_OPTIMIZER": False,  # torch's fused kernel of the base optimizer (about 1 ulp from the default)
-        "EVAL_EVERY": 1,  # epochs between evaluations
-        "MAX_NONFINITE_STEPS": 10,  # stop the run after this many non-finite steps in a row
-        "CHECKPOINT": "",  # HRNet key, unused (use --resume)
-        "RESUME": False,
+        # the first SimpleBaseline release's BATCH_SIZE is per GPU too (its loaders multiply it)
+        "BATCH_SIZE_PER_GPU": Key(32, **_AT_LEAST_ONE, old=("BATCH_SIZE",)),
+        "SHUFFLE": Key(True),
+        "BEGIN_EPOCH": Key(0, **_NOT_NEGATIVE),
+        "END_EPOCH": Key(1, **_AT_LEAST_ONE, above=("TRAIN.BEGIN_EPOCH", "no epoch would train")),
+        "MAX_ITERS_PER_EPOCH": Key(0, **_NOT_NEGATIVE, hint="0 = the whole epoch"),  # >0 caps it (smoke runs)
+        "OPTIMIZER": Key("sgd", choices=("sgd", "adam", "adamw")),
+        "LR": Key(0.1, **_NOT_NEGATIVE),
+        "LR_SCHEDULER": Key("multistep", choices=("multistep", "cosine", "constant")),
+        "LR_FACTOR": Key(0.1, gt=0),
+        "LR_STEP": Key([90, 120], type=list[float], **_NOT_NEGATIVE, hint="epochs"),
+        "LR_END": Key(0.0, **_NOT_NEGATIVE),  # final LR of the cosine schedule
+        "WARMUP_EPOCHS": Key(0.0, **_NOT_NEGATIVE),
+        "MOMENTUM": Key(0.9, ge=0, lt=1),
+        "NESTEROV": Key(False),
+        "WD": Key(0.0, **_NOT_NEGATIVE),  # sgd and adamw; adam has none, as in the reference (Adam(params, lr))
+        "BETAS": Key([0.9, 0.999], length=(2,), ge=0, lt=1, hint="[beta1, beta2]"),  # adam / adamw
+        "GAMMA1": Key(None, type=(int, float), reference="not applied: Adam betas come from TRAIN.BETAS"),
+        "GAMMA2": Key(None, type=(int, float), reference="not applied: Adam betas come from TRAIN.BETAS"),
+        "CLIP_GRAD_NORM": Key(0.0, **_NOT_NEGATIVE, hint="0 = no clipping"),
+        # torch's fused kernel of the base optimizer (its rounding differs by about 1 ulp)
+        "FUSED_OPTIMIZER": Key(False),
+        "EVAL_EVERY": Key(1, **_AT_LEAST_ONE),  # epochs between evaluations
+        # stop the run after this many non-finite steps in a row
+        "MAX_NONFINITE_STEPS": Key(10, **_AT_LEAST_ONE, run_only=True),
+        "CHECKPOINT": Key("", run_only=True, reference="use --resume"),
+        "RESUME": Key(False, run_only=True),
     },
     "SAM": {
-        "METHOD": "none",  # none | sam | asam | bsam
-        "RHO": 0.05,
-        "RHO_MIN": 0.05,
-        "RHO_MIN_END": None,  # None: constant RHO_MIN; a float: RHO_MIN follows the LR to it
-        "ADAPTIVE": False,  # ASAM-style element-wise scaling (asam implies it)
-        "REFERENCE_COMPAT": False,  # reproduce the authors' code (step from w - e_min)
-        "RHO_WARMUP_EPOCHS": 0.0,  # rho and rho_min ramp from 0 over these epochs
-        "INTERVAL": 1,  # k: the full sharpness-aware step on one step in k, a one-pass step between
-        "REUSE": "none",  # between full steps: none (plain g0) | look (LookSAM's reused direction)
-        "REUSE_ALPHA": 0.7,  # LookSAM's alpha: weight of the held direction (REUSE look)
+        "METHOD": Key("none", choices=("none", "sam", "asam", "bsam")),
+        "RHO": Key(0.05, **_NOT_NEGATIVE),
+        "RHO_MIN": Key(0.05, **_NOT_NEGATIVE),
+        # null: constant RHO_MIN; a number: RHO_MIN follows the LR to it
+        "RHO_MIN_END": Key(None, type=float, **_NOT_NEGATIVE),
+        "ADAPTIVE": Key(False),  # ASAM-style element-wise scaling (asam implies it)
+        "REFERENCE_COMPAT": Key(False),  # reproduce the authors' code (step from w - e_min)
+        "RHO_WARMUP_EPOCHS": Key(0.0, **_NOT_NEGATIVE),  # rho and rho_min ramp from 0 over these epochs
+        # k: the full sharpness-aware step on one step in k, a one-pass step between
+        "INTERVAL": Key(1, **_AT_LEAST_ONE, hint="1: every step is a full step"),
+        # between full steps: none (plain g0) | look (LookSAM's reused direction)
+        "REUSE": Key("none", choices=("none", "look")),
+        "REUSE_ALPHA": Key(0.7, **_NOT_NEGATIVE),  # LookSAM's alpha: weight of the held direction (REUSE look)
     },
     "TEST": {
-        "BATCH_SIZE_PER_GPU": 64,
-        "MODEL_FILE": "",
+        "BATCH_SIZE_PER_GPU": Key(64, **_AT_LEAST_ONE, old=("BATCH_SIZE",)),
+        "MODEL_FILE": Key("", run_only=True, reference="use --checkpoint"),
     },
-    "DEBUG": {"DEBUG": False},
-}
-
-#: Older spellings (Microsoft's first SimpleBaseline release), read as the keys used here.
-#: Its BATCH_SIZE is per GPU too (its loaders multiply it by the number of GPUs).
-RENAMED = {"TRAIN.BATCH_SIZE": "TRAIN.BATCH_SIZE_PER_GPU", "TEST.BATCH_SIZE": "TEST.BATCH_SIZE_PER_GPU"}
-
-#: Allowed values for base keys (dotted name -> choices, or (predicate, description)).
-CHECKS = {
-    "DEVICE": ["auto", "cpu", "cuda"],
-    "AMP": ["none", "bf16", "fp16", "auto"],
-    "COMPILE": ["none", "inductor", "aot_eager", "eager"],
-    "TRAIN.OPTIMIZER": ["sgd", "adam", "adamw"],
-    "TRAIN.LR_SCHEDULER": ["multistep", "cosine", "constant"],
-    "SAM.METHOD": ["none", "sam", "asam", "bsam"],
-    "WORKERS": (lambda v: v >= 0, "an integer >= 0"),
-    "TRAIN.BATCH_SIZE_PER_GPU": (lambda v: v >= 1, "an integer >= 1"),
-    "TEST.BATCH_SIZE_PER_GPU": (lambda v: v >= 1, "an integer >= 1"),
-    "TRAIN.END_EPOCH": (lambda v: v >= 1, "an integer >= 1"),
-    "TRAIN.LR": (lambda v: v >= 0, "a number >= 0"),
-    "TRAIN.WD": (lambda v: v >= 0, "a number >= 0"),
-    "SAM.RHO": (lambda v: v >= 0, "a number >= 0"),
-    "SAM.RHO_MIN": (lambda v: v >= 0, "a number >= 0"),
-    "PRINT_FREQ": (lambda v: v >= 1, "an integer >= 1"),
-    "TRAIN.EVAL_EVERY": (lambda v: v >= 1, "an integer >= 1"),
-    "TRAIN.MAX_ITERS_PER_EPOCH": (lambda v: v >= 0, "an integer >= 0 (0 = the whole epoch)"),
-    "TRAIN.MAX_NONFINITE_STEPS": (lambda v: v >= 1, "an integer >= 1"),
-    "TRAIN.LR_FACTOR": (lambda v: v > 0, "a number > 0"),
-    "SAM.RHO_WARMUP_EPOCHS": (lambda v: v >= 0, "a number >= 0"),
-    "SAM.INTERVAL": (lambda v: v >= 1, "an integer >= 1 (1: every step is a full step)"),
-    "SAM.REUSE": ["none", "look"],
-    "SAM.REUSE_ALPHA": (lambda v: v >= 0, "a number >= 0"),
-    "TRAIN.BETAS": (lambda v: len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v),
-                    "a list [beta1, beta2] of two numbers in [0, 1)"),
-}
-
-#: The type of each key whose default is ``None`` (it takes null or a value of this type;
-#: a tuple lists the types allowed).  Tasks add theirs in ``Task.nullable``.
-NULLABLE = {
-    "GPUS": (list, str, int),
-    "SAM.RHO_MIN_END": float,
-    "LOG_DIR": str,
-    "TRAIN.GAMMA1": (int, float),  # HRNet's Adam betas: accepted, not applied (TRAIN.BETAS)
-    "TRAIN.GAMMA2": (int, float),
-}
-
-#: Keys of SimpleBaseline/HRNet experiment files that this tool applies differently or not
-#: at all (dotted name or section prefix -> what happens instead).  A run lists those its
-#: config sets (to a value other than the default) in one line at start.
-REFERENCE_KEYS = {
-    "GPUS": "devices come from DEVICE and torchrun",
-    "LOG_DIR": "logs go to the run directory",
-    "DATA_DIR": "not used",
-    "RANK": "torchrun sets the rank",
-    "CUDNN.DETERMINISTIC": "use DETERMINISTIC: true",
-    "CUDNN.ENABLED": "not used",
-    "TRAIN.GAMMA1": "not applied: Adam betas come from TRAIN.BETAS",
-    "TRAIN.GAMMA2": "not applied: Adam betas come from TRAIN.BETAS",
-    "TRAIN.CHECKPOINT": "use --resume",
-    "TEST.MODEL_FILE": "use --checkpoint",
-    "DEBUG.": "debug pictures are not written; the run draws NUM_DRAW pose pictures",
+    "DEBUG": {"DEBUG": DEBUG_PICTURES},
 }

@@ -1,40 +1,28 @@
 """What ``--resume`` checks before it continues a run, and what it changes when told to.
 
 A resumed run is the same experiment only if the config that shapes the training is the
-same, so a difference in any key outside :data:`RUN_ONLY` is refused, listing the keys.
+same, so a difference in any key but those whose record is ``run_only`` (where or how fast a
+run goes, not what it trains) is refused, listing the keys.
 ``--accept-config-change`` continues anyway under the new values: the weights and the
 optimizer's running state come from the checkpoint, the hyperparameters of every parameter
 group (LR, weight decay, rho ...) from the new config, so ``config.yaml`` tells the truth.
 """
 from __future__ import annotations
 
+from . import task as task_registry
+from .defaults import ENGINE
 from .errors import UserError
-
-#: Keys (and sections) that say where or how fast a run goes, not what it trains.
-RUN_ONLY = ("OUTPUT_DIR", "NAME", "LOG_DIR", "DATA_DIR", "GPUS", "WORKERS", "PRINT_FREQ",
-            "AUTO_RESUME", "PIN_MEMORY", "RANK", "DEVICE", "CUDNN.BENCHMARK", "TRAIN.RESUME",
-            "TRAIN.CHECKPOINT", "TRAIN.MAX_NONFINITE_STEPS", "TEST.MODEL_FILE", "TEST.NUM_DRAW",
-            "DEBUG")
-
-
-def flatten(node: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+from .schema import flatten, record_of
 
 
 def config_changes(stored: dict, current: dict) -> list[tuple[str, object, object]]:
-    """``(key, stored value, current value)`` for every training key that differs.  Keys
-    that only one side knows (added or removed by another version of this tool) are not
-    differences."""
+    """``(key, stored value, current value)`` for every training key that differs (in the
+    schema of ``current``'s task).  Keys that only one side knows (added or removed by
+    another version of this tool) are not differences."""
+    schema = task_registry.get(current.get("TASK", ENGINE["TASK"].default)).config_schema()
     old, new = flatten(stored), flatten(current)
     return [(key, old[key], new[key]) for key in sorted(old.keys() & new.keys())
-            if old[key] != new[key]
-            and not any(key == k or key.startswith(k + ".") for k in RUN_ONLY)]
+            if old[key] != new[key] and not getattr(record_of(schema, key), "run_only", False)]
 
 
 def check_config(stored, current: dict, accept: bool, path) -> list[str]:

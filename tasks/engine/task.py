@@ -8,6 +8,8 @@ one's own lives in any importable module that a config lists in ``CUSTOM_IMPORTS
 """
 from __future__ import annotations
 
+import fnmatch
+import functools
 import importlib
 from typing import Any, Callable
 
@@ -15,8 +17,10 @@ import torch
 from torch import nn
 
 from .checkpoint import fit_weights
+from .defaults import ENGINE
 from .errors import UserError
 from .pretrained import load_state_dict_file
+from .schema import Section, merge
 
 
 class Task:
@@ -24,14 +28,14 @@ class Task:
 
     #: Registry name (``TASK`` in the config); set by :func:`register`.
     name: str = ""
-    #: Task-specific config defaults, deep-merged over ``engine.defaults.BASE``.
-    #: Every key a user may write must appear here or in the base defaults.
-    defaults: dict = {}
-    #: Allowed values / checks for task keys: dotted key -> list of choices or a
-    #: ``(predicate, "description of what is allowed")`` pair.
-    checks: dict = {}
-    #: The type of each task key whose default is ``None``: dotted key -> type or tuple of types.
-    nullable: dict = {}
+    #: The task's config keys, merged over the engine's (``engine.defaults.ENGINE``) and its
+    #: base classes': sections of :class:`~tasks.engine.schema.Key` records; a plain value
+    #: changes the default of a key declared elsewhere (see :func:`tasks.engine.schema.merge`).
+    #: Every key a user may write is declared there or here.
+    schema: dict = {}
+    #: ``MODEL.NAME`` patterns (``fnmatch``) of this task's models: a config without ``TASK``
+    #: whose model matches is read as this task (besides the choices of its ``MODEL.NAME``).
+    model_names: tuple[str, ...] = ()
     #: Name of the metric (a key of :meth:`evaluate`'s result) that picks ``model_best.pth``.
     main_metric: str = "top1"
     higher_is_better: bool = True
@@ -41,6 +45,17 @@ class Task:
 
     def __init__(self, cfg):
         self.cfg = cfg
+
+    @classmethod
+    def config_schema(cls) -> Section:
+        """Every key a config of this task may hold, with its record."""
+        return _schema_of(cls)
+
+    @classmethod
+    def claims_model(cls, name: str) -> bool:
+        """Whether ``MODEL.NAME: name`` is one of this task's models."""
+        declared = cls.config_schema()["MODEL"]["NAME"].choices
+        return name in declared or any(fnmatch.fnmatchcase(name, p) for p in cls.model_names)
 
     # -- building -------------------------------------------------------------------------
     def build_model(self, pretrained: bool = True) -> nn.Module:
@@ -129,6 +144,15 @@ class Task:
         return {}
 
 
+@functools.cache
+def _schema_of(cls: type[Task]) -> Section:
+    out = ENGINE
+    for klass in reversed(cls.__mro__):
+        if klass.__dict__.get("schema"):
+            out = merge(out, klass.__dict__["schema"])
+    return out
+
+
 _REGISTRY: dict[str, type[Task]] = {}
 #: ``TASK`` name -> the package that registers it: the one place a new task is added.  Only
 #: the package a run names is imported (pose pulls in pycocotools, OpenCV drawing, ...).
@@ -171,6 +195,17 @@ def import_modules(modules, source: str) -> None:
         except ImportError as err:
             raise UserError(f"{source}: CUSTOM_IMPORTS: cannot import {module!r} ({err}); check the "
                             "name and that its folder is on PYTHONPATH") from err
+
+
+def infer(model_name: str) -> str | None:
+    """The task a config without ``TASK`` is read as, from its ``MODEL.NAME``: the default
+    task if the model is one of its own, else the first other task that claims it (a task
+    package is imported only when the ones before it do not claim the model)."""
+    default = ENGINE["TASK"].default
+    for name in [default] + [n for n in available() if n != default]:
+        if get(name).claims_model(model_name):
+            return name
+    return None
 
 
 def get(name: str) -> type[Task]:

@@ -180,7 +180,7 @@ class Trainer:
         if hint:
             self.log.warning(hint)
         self.log.info(optimizer_summary(cfg, self.optimizer))
-        notes = reference_key_notes(cfg, self.task.defaults)
+        notes = reference_key_notes(cfg)
         if notes:
             self.log.info("reference keys applied differently or ignored: " + "; ".join(notes))
         start_time = time.perf_counter()

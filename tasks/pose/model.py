@@ -119,14 +119,14 @@ def build_pose_resnet(cfg, heatmap_size=None) -> PoseResNet:
     if m.NAME not in ("pose_resnet", "simple_baseline", ""):
         raise UserError(f"MODEL.NAME: {m.NAME!r} is not available; this suite implements "
                         "'pose_resnet' (SimpleBaseline)")
-    filters, kernels = list(extra.NUM_DECONV_FILTERS), list(extra.NUM_DECONV_KERNELS)
-    if not len(filters) == len(kernels) == int(extra.NUM_DECONV_LAYERS):
+    filters, kernels = extra.NUM_DECONV_FILTERS, extra.NUM_DECONV_KERNELS
+    if not len(filters) == len(kernels) == extra.NUM_DECONV_LAYERS:
         raise UserError(f"MODEL.EXTRA: NUM_DECONV_LAYERS is {extra.NUM_DECONV_LAYERS} but NUM_DECONV_FILTERS "
                         f"has {len(filters)} and NUM_DECONV_KERNELS {len(kernels)} entries; give one per layer")
     model = PoseResNet(
-        num_layers=int(extra.NUM_LAYERS), num_joints=int(m.NUM_JOINTS),
-        deconv_filters=[int(f) for f in filters], deconv_kernels=[int(k) for k in kernels],
-        deconv_with_bias=bool(extra.DECONV_WITH_BIAS), final_kernel=int(extra.FINAL_CONV_KERNEL),
+        num_layers=extra.NUM_LAYERS, num_joints=m.NUM_JOINTS, deconv_filters=list(filters),
+        deconv_kernels=list(kernels), deconv_with_bias=extra.DECONV_WITH_BIAS,
+        final_kernel=extra.FINAL_CONV_KERNEL,
     )
     (w, h), (hw, hh) = m.IMAGE_SIZE, heatmap_size or m.HEATMAP_SIZE
     stride = model.output_stride

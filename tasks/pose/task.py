@@ -1,7 +1,8 @@
 """The COCO top-down pose task (SimpleBaseline) on the shared engine.
 
-``defaults`` holds every key of the SimpleBaseline/HRNet COCO experiment files, so those
-files load with at most an added ``SAM`` section; the suite's own additions are marked.
+``POSE_SCHEMA`` declares every key of the SimpleBaseline/HRNet COCO experiment files, so
+those files load as they are (the task is inferred from their ``MODEL.NAME``, with an added
+``SAM`` section); the suite's own additions are marked.
 """
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tasks.engine.defaults import DEBUG_PICTURES, SEED_RANGE
 from tasks.engine.distributed import gather_to_main
 from tasks.engine.errors import UserError
 from tasks.engine.io import save_json
+from tasks.engine.schema import Key
 from tasks.engine.task import Task, register
 
 from .dataset import CropSettings, PoseDataset
@@ -28,64 +31,70 @@ from .skeleton import NUM_JOINTS
 
 log = logging.getLogger("bsam.pose")  # a child of the run logger, so it lands in train.log
 
-_POSITIVE_PAIR = (lambda v: len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v),
-                  "a list [width, height] of two integers > 0")
-_UNIT = (lambda v: 0 <= v <= 1, "a number in [0, 1]")
-_POSITIVE_INTS = (lambda v: len(v) > 0 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v),
-                  "a non-empty list of integers > 0")
 
-POSE_DEFAULTS = {
+def _non_empty(values: list) -> bool:
+    return len(values) > 0
+
+
+def _deconv_kernels(values: list) -> bool:
+    return len(values) > 0 and all(k in (2, 3, 4) for k in values)
+
+_SIZE = dict(type=list[int], length=(2,), gt=0, hint="[width, height]")
+_UNIT = dict(ge=0, le=1)
+
+POSE_SCHEMA = {
     "TASK": "pose",
     "DATASET": {
-        "DATASET": "coco",
+        "DATASET": Key("coco", choices=("coco",)),
         "ROOT": "data/coco",
         "TRAIN_SET": "train2017",
         "TEST_SET": "val2017",
-        "DATA_FORMAT": "jpg",
-        "COLOR_RGB": True,
-        "FLIP": True,
-        "ROT_FACTOR": 40.0,
-        "SCALE_FACTOR": 0.3,
-        "NUM_JOINTS_HALF_BODY": 8,
-        "PROB_HALF_BODY": 0.0,
+        # image files named by the json (HRNet's 'zip' is not read)
+        "DATA_FORMAT": Key("jpg", choices=("jpg", "png")),
+        "COLOR_RGB": Key(True),
+        "FLIP": Key(True),
+        "ROT_FACTOR": Key(40.0, ge=0, le=180, hint="degrees"),
+        "SCALE_FACTOR": Key(0.3, ge=0, lt=1),
+        "NUM_JOINTS_HALF_BODY": Key(8, ge=0, le=NUM_JOINTS),
+        "PROB_HALF_BODY": Key(0.0, **_UNIT),
         # suite additions
-        "TEST_ANN_FILE": "",  # annotation json of TEST_SET relative to ROOT ('' = the standard name)
-        "PHOTOMETRIC": False,  # albumentations colour augmentation of training crops (not in the reference)
-        "SYNTHETIC": False,  # ROOT holds the synthetic demo set (python -m tasks.pose.synthetic --cfg ...)
-        "SYNTHETIC_IMAGES": 800,  # training images of the synthetic set
-        "SYNTHETIC_VAL_IMAGES": 100,
-        "SYNTHETIC_SEED": 0,
+        "TEST_ANN_FILE": Key(""),  # annotation json of TEST_SET relative to ROOT ('' = the standard name)
+        "PHOTOMETRIC": Key(False),  # albumentations colour augmentation of training crops (not in the reference)
+        "SYNTHETIC": Key(False),  # ROOT holds the synthetic demo set (python -m tasks.pose.synthetic --cfg ...)
+        "SYNTHETIC_IMAGES": Key(800, ge=1),  # training images of the synthetic set
+        "SYNTHETIC_VAL_IMAGES": Key(100, ge=1),
+        "SYNTHETIC_SEED": Key(0, **SEED_RANGE),
     },
     "MODEL": {
         "NAME": "pose_resnet",
         "PRETRAINED": "",
-        "STYLE": "pytorch",  # SimpleBaseline key: torchvision ResNets (stride in the 3x3 conv)
+        "STYLE": Key("pytorch", choices=("pytorch",)),  # torchvision ResNets; 'caffe' ones are not built
         "INIT_WEIGHTS": True,
-        "NUM_JOINTS": NUM_JOINTS,
-        "TARGET_TYPE": "gaussian",
-        "IMAGE_SIZE": [192, 256],  # width, height
-        "HEATMAP_SIZE": [48, 64],
-        "SIGMA": 2.0,
-        "UNBIASED_ENCODING": False,  # suite addition: targets at the sub-pixel joint (DARK)
+        "NUM_JOINTS": Key(NUM_JOINTS, choices=(NUM_JOINTS,)),
+        "TARGET_TYPE": Key("gaussian", choices=("gaussian",)),
+        "IMAGE_SIZE": Key([192, 256], **_SIZE),
+        "HEATMAP_SIZE": Key([48, 64], **_SIZE),
+        "SIGMA": Key(2.0, gt=0),
+        "UNBIASED_ENCODING": Key(False),  # suite addition: targets at the sub-pixel joint (DARK)
         "EXTRA": {
-            "FINAL_CONV_KERNEL": 1,
-            "DECONV_WITH_BIAS": False,
-            "NUM_DECONV_LAYERS": 3,
-            "NUM_DECONV_FILTERS": [256, 256, 256],
-            "NUM_DECONV_KERNELS": [4, 4, 4],
-            "NUM_LAYERS": 50,
+            "FINAL_CONV_KERNEL": Key(1, choices=(1, 3)),
+            "DECONV_WITH_BIAS": Key(False),
+            "NUM_DECONV_LAYERS": Key(3, ge=1),
+            "NUM_DECONV_FILTERS": Key([256, 256, 256], gt=0, check=(_non_empty, "a non-empty list of integers > 0")),
+            "NUM_DECONV_KERNELS": Key([4, 4, 4], check=(_deconv_kernels, "a non-empty list of 2, 3 or 4")),
+            "NUM_LAYERS": Key(50, choices=sorted(RESNETS)),
             # older SimpleBaseline files keep these three under EXTRA; they win when set
-            "TARGET_TYPE": None,
-            "HEATMAP_SIZE": None,
-            "SIGMA": None,
+            "TARGET_TYPE": Key(None, type=str),
+            "HEATMAP_SIZE": Key(None, **_SIZE),
+            "SIGMA": Key(None, type=float, gt=0),
             # HRNet-only keys, accepted so HRNet files load (MODEL.NAME pose_hrnet is refused at build)
-            "PRETRAINED_LAYERS": None,
-            "STAGE2": None,
-            "STAGE3": None,
-            "STAGE4": None,
+            "PRETRAINED_LAYERS": Key(None, type=list[str]),
+            "STAGE2": Key(None, type=dict),
+            "STAGE3": Key(None, type=dict),
+            "STAGE4": Key(None, type=dict),
         },
     },
-    "LOSS": {"USE_TARGET_WEIGHT": True},
+    "LOSS": {"USE_TARGET_WEIGHT": Key(True)},
     "TRAIN": {
         "BATCH_SIZE_PER_GPU": 32,
         "END_EPOCH": 140,
@@ -96,77 +105,42 @@ POSE_DEFAULTS = {
     },
     "TEST": {
         "BATCH_SIZE_PER_GPU": 32,
-        "COCO_BBOX_FILE": "",
-        "BBOX_THRE": 1.0,  # reference key, unused there too
-        "IMAGE_THRE": 0.0,  # minimum detection score of a person box
-        "IN_VIS_THRE": 0.2,  # joints above this score make the pose score
-        "NMS_THRE": 1.0,  # reference key, unused there too
-        "OKS_THRE": 0.9,  # OKS-NMS threshold
-        "USE_GT_BBOX": True,
-        "FLIP_TEST": True,
-        "POST_PROCESS": True,  # quarter-pixel refinement; suite addition: dark (DARK's Taylor step)
-        "BLUR_KERNEL": 11,  # suite addition: Gaussian blur before the DARK step (odd)
-        "SHIFT_HEATMAP": True,
-        "NUM_DRAW": 8,  # suite addition: pose pictures written after evaluation
+        "COCO_BBOX_FILE": Key(""),
+        "BBOX_THRE": Key(1.0, **_UNIT),  # reference key, unused there too
+        "IMAGE_THRE": Key(0.0, **_UNIT),  # minimum detection score of a person box
+        "IN_VIS_THRE": Key(0.2, **_UNIT),  # joints above this score make the pose score
+        "NMS_THRE": Key(1.0, **_UNIT),  # reference key, unused there too
+        "OKS_THRE": Key(0.9, **_UNIT),  # OKS-NMS threshold
+        "USE_GT_BBOX": Key(True),
+        "FLIP_TEST": Key(True),
+        # quarter-pixel refinement; suite addition: dark (DARK's Taylor step)
+        "POST_PROCESS": Key(True, choices=(True, False, "dark")),
+        # suite addition: Gaussian blur before the DARK step
+        "BLUR_KERNEL": Key(11, check=(lambda v: v > 0 and v % 2 == 1, "an odd integer > 0")),
+        "SHIFT_HEATMAP": Key(True),
+        "NUM_DRAW": Key(8, ge=0, run_only=True),  # suite addition: pose pictures written after evaluation
     },
     "DEBUG": {
-        "DEBUG": False,
-        "SAVE_BATCH_IMAGES_GT": False,
-        "SAVE_BATCH_IMAGES_PRED": False,
-        "SAVE_HEATMAPS_GT": False,
-        "SAVE_HEATMAPS_PRED": False,
+        "SAVE_BATCH_IMAGES_GT": DEBUG_PICTURES,
+        "SAVE_BATCH_IMAGES_PRED": DEBUG_PICTURES,
+        "SAVE_HEATMAPS_GT": DEBUG_PICTURES,
+        "SAVE_HEATMAPS_PRED": DEBUG_PICTURES,
     },
-}
-
-POSE_CHECKS = {
-    "DATASET.DATASET": ["coco"],
-    "DATASET.DATA_FORMAT": ["jpg", "png"],  # image files named by the json (HRNet's 'zip' is not read)
-    "DATASET.ROT_FACTOR": (lambda v: 0 <= v <= 180, "an angle in [0, 180] degrees"),
-    "DATASET.SCALE_FACTOR": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "DATASET.PROB_HALF_BODY": _UNIT,
-    "DATASET.SYNTHETIC_IMAGES": (lambda v: v >= 1, "an integer >= 1"),
-    "DATASET.SYNTHETIC_VAL_IMAGES": (lambda v: v >= 1, "an integer >= 1"),
-    "MODEL.NUM_JOINTS": ([NUM_JOINTS]),
-    "MODEL.TARGET_TYPE": ["gaussian"],
-    "MODEL.STYLE": ["pytorch"],  # 'caffe' ResNets and their converted weights are not built
-    "MODEL.IMAGE_SIZE": _POSITIVE_PAIR,
-    "MODEL.HEATMAP_SIZE": _POSITIVE_PAIR,
-    "MODEL.SIGMA": (lambda v: v > 0, "a number > 0"),
-    "MODEL.EXTRA.NUM_LAYERS": sorted(RESNETS),
-    "MODEL.EXTRA.NUM_DECONV_FILTERS": _POSITIVE_INTS,
-    "MODEL.EXTRA.NUM_DECONV_KERNELS": _POSITIVE_INTS,
-    "TEST.IN_VIS_THRE": _UNIT,
-    "TEST.OKS_THRE": _UNIT,
-    "TEST.IMAGE_THRE": _UNIT,
-    "TEST.NUM_DRAW": (lambda v: v >= 0, "an integer >= 0"),
-    "TEST.POST_PROCESS": [True, False, "dark"],
-    "TEST.BLUR_KERNEL": (lambda v: v > 0 and v % 2 == 1, "an odd integer > 0"),
-}
-
-POSE_NULLABLE = {
-    "MODEL.EXTRA.TARGET_TYPE": str,
-    "MODEL.EXTRA.HEATMAP_SIZE": list,
-    "MODEL.EXTRA.SIGMA": float,
-    "MODEL.EXTRA.PRETRAINED_LAYERS": list,
-    "MODEL.EXTRA.STAGE2": dict,
-    "MODEL.EXTRA.STAGE3": dict,
-    "MODEL.EXTRA.STAGE4": dict,
 }
 
 
 def model_geometry(cfg):
     """(heatmap size, sigma) honouring the older SimpleBaseline spelling under MODEL.EXTRA."""
     extra = cfg.MODEL.EXTRA
-    heatmap = extra.HEATMAP_SIZE if extra.get("HEATMAP_SIZE") is not None else cfg.MODEL.HEATMAP_SIZE
-    sigma = extra.SIGMA if extra.get("SIGMA") is not None else cfg.MODEL.SIGMA
-    return [int(v) for v in heatmap], float(sigma)
+    heatmap = extra.HEATMAP_SIZE if extra.HEATMAP_SIZE is not None else cfg.MODEL.HEATMAP_SIZE
+    sigma = extra.SIGMA if extra.SIGMA is not None else cfg.MODEL.SIGMA
+    return heatmap, sigma
 
 
 @register("pose")
 class PoseTask(Task):
-    defaults = POSE_DEFAULTS
-    checks = POSE_CHECKS
-    nullable = POSE_NULLABLE
+    schema = POSE_SCHEMA
+    model_names = ("pose_resnet", "pose_hrnet")
     main_metric = "AP"
     higher_is_better = True
 
@@ -188,14 +162,14 @@ class PoseTask(Task):
         return model
 
     def crop_settings(self) -> CropSettings:
+        """The sample pipeline's settings (the schema guarantees their types)."""
         cfg, d = self.cfg, self.cfg.DATASET
         heatmap, sigma = model_geometry(cfg)
         return CropSettings(
-            image_size=tuple(int(v) for v in cfg.MODEL.IMAGE_SIZE), heatmap_size=tuple(heatmap), sigma=sigma,
-            color_rgb=bool(d.COLOR_RGB), flip=bool(d.FLIP), scale_factor=float(d.SCALE_FACTOR),
-            rot_factor=float(d.ROT_FACTOR), half_body_prob=float(d.PROB_HALF_BODY),
-            half_body_min_joints=int(d.NUM_JOINTS_HALF_BODY), photometric=bool(d.PHOTOMETRIC),
-            unbiased_encoding=bool(cfg.MODEL.UNBIASED_ENCODING))
+            image_size=tuple(cfg.MODEL.IMAGE_SIZE), heatmap_size=tuple(heatmap), sigma=sigma,
+            color_rgb=d.COLOR_RGB, flip=d.FLIP, scale_factor=d.SCALE_FACTOR, rot_factor=d.ROT_FACTOR,
+            half_body_prob=d.PROB_HALF_BODY, half_body_min_joints=d.NUM_JOINTS_HALF_BODY,
+            photometric=d.PHOTOMETRIC, unbiased_encoding=cfg.MODEL.UNBIASED_ENCODING)
 
     def data_root(self) -> Path:
         d = self.cfg.DATASET
@@ -241,7 +215,7 @@ class PoseTask(Task):
                                 "detection results json (e.g. data/coco/person_detection_results/"
                                 "COCO_val2017_detections_AP_H_56_person.json)")
             det = cfg.resolve_path(cfg.TEST.COCO_BBOX_FILE)
-            records = detection_records(det, coco, files.images, aspect, NUM_JOINTS, float(cfg.TEST.IMAGE_THRE))
+            records = detection_records(det, coco, files.images, aspect, NUM_JOINTS, cfg.TEST.IMAGE_THRE)
         return PoseDataset(records, settings, train=False, coco=coco)
 
     # -- training -----------------------------------------------------------------------
@@ -261,7 +235,7 @@ class PoseTask(Task):
         poses, image_ids, scores, areas = [], [], [], []
         for batch in loader:
             inputs, meta = batch[0].to(device, non_blocking=True), batch[3]
-            heatmaps = predict_heatmaps(model, inputs, bool(t.FLIP_TEST), bool(t.SHIFT_HEATMAP)).float().cpu().numpy()
+            heatmaps = predict_heatmaps(model, inputs, t.FLIP_TEST, t.SHIFT_HEATMAP).float().cpu().numpy()
             coords, maxvals = decode_heatmaps(heatmaps, _np(meta["center"]), _np(meta["scale"]), t.POST_PROCESS,
                                               t.BLUR_KERNEL)
             poses.append(np.concatenate([coords, maxvals], axis=2))
@@ -283,15 +257,15 @@ class PoseTask(Task):
             return {}
         poses = np.concatenate([shard[0] for shard in shards])
         image_ids, scores, areas = ([v for shard in shards for v in shard[i]] for i in (1, 2, 3))
-        results = coco_results(image_ids, poses, scores, areas, float(t.IN_VIS_THRE), float(t.OKS_THRE))
+        results = coco_results(image_ids, poses, scores, areas, t.IN_VIS_THRE, t.OKS_THRE)
         metrics = coco_keypoint_metrics(dataset.coco, results, dataset.image_ids)
         if out_dir is not None:
             out_dir = Path(out_dir)
             save_json(results, out_dir / f"keypoints_{self.cfg.DATASET.TEST_SET}_results.json")
-            if int(t.NUM_DRAW) > 0:
+            if t.NUM_DRAW > 0:
                 paths = {r.image_id: r.image_path for r in dataset.records}
                 draw_evaluation_pictures(dataset.coco, results, paths, out_dir / "pose_pictures",
-                                         int(t.NUM_DRAW), float(t.IN_VIS_THRE))
+                                         t.NUM_DRAW, t.IN_VIS_THRE)
         return metrics
 
     # -- trained models -----------------------------------------------------------------

@@ -37,6 +37,7 @@ from quant.export import ExportParityError
 from quant.weight_format import INT4_MIN_OPSET, WEIGHT_FORMATS
 from tasks.classification.task import ClassificationTask, holds_quantizers
 from tasks.engine.errors import UserError
+from tasks.engine.schema import Key
 from tasks.engine.task import register
 
 from tasks.classification.export import export_classifier
@@ -50,34 +51,23 @@ def _bits_or_float(v) -> bool:
 
 @register("qat")
 class QatTask(ClassificationTask):
-    defaults = {
-        **ClassificationTask.defaults,
-        "MODEL": {**ClassificationTask.defaults["MODEL"], "NAME": "cifar_resnet20"},
+    schema = {
+        "MODEL": {"NAME": "cifar_resnet20"},
         "QUANT": {
-            "W_BITS": 4,
-            "A_BITS": 4,
-            "FIRST_LAST_BITS": 8,
-            "PER_CHANNEL": True,
-            "FREEZE_BN": False,
-            "SKIP": [],
-            "CALIB_BATCHES": 4,
-            "PERTURB_STEP_SIZES": False,
-            "EXPORT": False,
-            "EXPORT_FORMAT": "int8",
-            "OPSET": 21,
-            "EXPORT_CHECK_IMAGES": 512,
+            "W_BITS": Key(4, ge=2, le=8),
+            "A_BITS": Key(4, check=(_bits_or_float, "an integer from 2 to 8, or 0 for float activations")),
+            "FIRST_LAST_BITS": Key(8, check=(_bits_or_float, "an integer from 2 to 8, or 0 to keep the first "
+                                                            "and last layer float")),
+            "PER_CHANNEL": Key(True),
+            "FREEZE_BN": Key(False),
+            "SKIP": Key([], type=list[str]),  # module names kept float
+            "CALIB_BATCHES": Key(4, ge=1),
+            "PERTURB_STEP_SIZES": Key(False),
+            "EXPORT": Key(False),
+            "EXPORT_FORMAT": Key("int8", choices=WEIGHT_FORMATS),
+            "OPSET": Key(21, ge=13, le=23, hint="21+ packs int4 weights"),
+            "EXPORT_CHECK_IMAGES": Key(512, ge=1),
         },
-    }
-    checks = {
-        **ClassificationTask.checks,
-        "QUANT.W_BITS": (lambda v: 2 <= v <= 8, "an integer from 2 to 8"),
-        "QUANT.A_BITS": (_bits_or_float, "an integer from 2 to 8, or 0 for float activations"),
-        "QUANT.FIRST_LAST_BITS": (_bits_or_float, "an integer from 2 to 8, or 0 to keep the first and last layer float"),
-        "QUANT.SKIP": (lambda v: all(isinstance(s, str) for s in v), "a list of module names"),
-        "QUANT.CALIB_BATCHES": (lambda v: v >= 1, "an integer >= 1"),
-        "QUANT.OPSET": (lambda v: 13 <= v <= 23, "an integer from 13 to 23 (21+ packs int4 weights)"),
-        "QUANT.EXPORT_FORMAT": list(WEIGHT_FORMATS),
-        "QUANT.EXPORT_CHECK_IMAGES": (lambda v: v >= 1, "an integer >= 1"),
     }
 
     def __init__(self, cfg):

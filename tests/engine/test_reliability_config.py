@@ -7,7 +7,7 @@ import tools.train
 from reliability_helpers import one_error, run_main
 from tasks.engine import task as task_registry
 from tasks.engine.config import ConfigError, load, make_config
-from tasks.engine.defaults import BASE, NULLABLE
+from tasks.engine.schema import Key, records
 
 MEMORY_LIMIT = 20 * 2**20  # bytes of Python allocations any of these files may cost
 
@@ -85,22 +85,14 @@ def test_pose_null_defaults_have_declared_types():
     assert make_config(task="pose", opts=["MODEL.EXTRA.SIGMA", "3"]).MODEL.EXTRA.SIGMA == 3.0
 
 
-def null_keys(node: dict, prefix: str = "") -> set:
-    out = set()
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out |= null_keys(value, f"{prefix}{key}.")
-        elif value is None:
-            out.add(f"{prefix}{key}")
-    return out
+def test_a_key_with_a_null_default_declares_its_type():
+    with pytest.raises(TypeError, match="needs its type"):
+        Key(None)
+    with pytest.raises(TypeError, match="item type"):
+        Key([], type=list)
 
 
 @pytest.mark.parametrize("name", task_registry.available())
-def test_every_null_default_has_a_declared_type(name):
-    task = task_registry.get(name)
-    schema = {**BASE, **task.defaults}
-    for section, values in task.defaults.items():
-        if isinstance(values, dict) and isinstance(BASE.get(section), dict):
-            schema[section] = {**BASE[section], **values}
-    declared = {**NULLABLE, **task.nullable}
-    assert null_keys(schema) <= set(declared), null_keys(schema) - set(declared)
+def test_every_list_key_declares_its_item_type(name):
+    for dotted, spec in records(task_registry.get(name).config_schema()):
+        assert all(alternative is not list for alternative in spec.alternatives), dotted

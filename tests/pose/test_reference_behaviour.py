@@ -52,7 +52,7 @@ def test_a_reference_file_gives_the_references_adam_and_names_what_differs(tmp_p
     summary = optimizer_summary(cfg, opt)
     assert "betas=(0.9, 0.999)" in summary and "weight_decay=0" in summary
     assert "bsam rho=0.05" in summary
-    notes = " ".join(reference_key_notes(cfg, PoseTask.defaults))
+    notes = " ".join(reference_key_notes(cfg))
     for key in ("GPUS", "LOG_DIR", "TRAIN.GAMMA1", "TRAIN.GAMMA2", "TRAIN.WD", "DEBUG.DEBUG",
                 "DEBUG.SAVE_HEATMAPS_PRED"):
         assert key in notes
@@ -63,7 +63,7 @@ def test_tool_keys_set_adam_betas_and_adamw_weight_decay():
     cfg = make_config({"TRAIN": {"OPTIMIZER": "adamw", "BETAS": [0.8, 0.99], "WD": 0.01}}, task="pose")
     opt, _, _ = build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(3))], None, iters_per_epoch=1)
     assert (opt.defaults["betas"], opt.defaults["weight_decay"]) == ((0.8, 0.99), 0.01)
-    assert reference_key_notes(cfg, PoseTask.defaults) == []
+    assert reference_key_notes(cfg) == []
 
 
 def test_no_colour_jitter_unless_asked():

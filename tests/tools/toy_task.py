@@ -30,7 +30,7 @@ def blobs(count: int, seed: int) -> TensorDataset:
 
 @register("toy")
 class ToyTask(Task):
-    defaults = {"DATASET": {"TRAIN_SIZE": 192, "TEST_SIZE": 96}}
+    schema = {"DATASET": {"TRAIN_SIZE": 192, "TEST_SIZE": 96}}
     main_metric = "accuracy"
 
     def build_model(self, pretrained: bool = True) -> nn.Module:
