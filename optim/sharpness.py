@@ -216,7 +216,7 @@ class SharpnessAwareOptimizer(Optimizer):
         ``GradScaler`` sees the overflow) and False is returned."""
         s = self._step
         if s.phase is Phase.AT_W:
-            self._between_full_steps()
+            self._between_full_steps(grad_scale)
         elif s.phase is self._last_pass:
             self._combine(grad_scale)
         elif s.phase is Phase.READY:
@@ -245,8 +245,9 @@ class SharpnessAwareOptimizer(Optimizer):
         raise NotImplementedError
 
     # -- helpers for subclasses -----------------------------------------------------------
-    def _between_full_steps(self) -> None:
-        """g0 is in ``p.grad``: keep it (plain step) or add LookSAM's held direction."""
+    def _between_full_steps(self, grad_scale: float) -> None:
+        """g0 is in ``p.grad``: keep it (plain step) or add LookSAM's held direction (held
+        in true units, so the factor carries the loss scale)."""
         s = self._step
         if self.reuse == "look" and self.cycle.v:
             pairs = [[(p.grad, self.cycle.v[p]) for p in ps if p in self.cycle.v] for _, ps in s.groups]
@@ -254,7 +255,7 @@ class SharpnessAwareOptimizer(Optimizer):
             for group_pairs in filter(None, pairs):
                 grads, held = zip(*group_pairs)
                 torch._foreach_add_(list(grads), list(held), alpha=factor)
-            s.extras["reuse_factor"] = factor
+            s.extras["reuse_factor"] = factor / grad_scale
         s.phase = Phase.READY
 
     def _finish_full_step(self, direction: list[list[Tensor]], grad_scale: float) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from .errors import UserError
 from .io import atomic_write, save_figure
 
-DIAGNOSTICS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm", "cos_g0_g2", "rho_min")
+DIAGNOSTICS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm", "cos_g0_g2", "rho_min",
+               "full_step")
 
 
 def make_logger(run_dir: Path | None, name: str = "bsam") -> logging.Logger:
@@ -55,8 +56,10 @@ def _open_log(path: Path):
 
 
 class DiagnosticsMeter:
-    """Per-epoch means of the optimizer's diagnostics, and the fraction of steps whose
-    cos(g0, g2) < 0 ("gradient conflict")."""
+    """Per-epoch means of the optimizer's diagnostics, each over the steps that reported it
+    (with ``SAM.INTERVAL`` > 1 only full steps report the perturbed norms; ``full_step``'s
+    mean is the fraction of full steps), and the fraction of steps whose cos(g0, g2) < 0
+    ("gradient conflict")."""
 
     def __init__(self, state: dict | None = None):
         """``state``: what :meth:`state` returned (a checkpoint taken in mid-epoch)."""
@@ -64,25 +67,29 @@ class DiagnosticsMeter:
         self.sums: dict[str, float] = dict(state.get("sums", {}))
         self.count = int(state.get("count", 0))
         self.conflicts = int(state.get("conflicts", 0))
+        self.counts: dict[str, int] = dict(state.get("counts", {k: self.count for k in self.sums}))
 
     def state(self) -> dict:
-        return {"sums": dict(self.sums), "count": self.count, "conflicts": self.conflicts}
+        return {"sums": dict(self.sums), "count": self.count, "conflicts": self.conflicts,
+                "counts": dict(self.counts)}
 
     def add(self, stats: dict) -> None:
         if not stats or "cos_g0_g2" not in stats and "grad_norm" not in stats:
             return
         self.count += 1
         for key in DIAGNOSTICS:
-            if key in stats and math.isfinite(stats[key]):
-                self.sums[key] = self.sums.get(key, 0.0) + stats[key]
+            if key in stats:
+                self.counts[key] = self.counts.get(key, 0) + 1
+                if math.isfinite(stats[key]):
+                    self.sums[key] = self.sums.get(key, 0.0) + stats[key]
         self.conflicts += stats.get("cos_g0_g2", 1.0) < 0
 
     def summary(self) -> dict:
         if not self.count:
             return {}
-        out = {k: v / self.count for k, v in self.sums.items()}
+        out = {k: v / self.counts.get(k, self.count) for k, v in self.sums.items()}
         if "cos_g0_g2" in self.sums:
-            out["conflict_frac"] = self.conflicts / self.count
+            out["conflict_frac"] = self.conflicts / self.counts.get("cos_g0_g2", self.count)
         return out
 
 

@@ -16,6 +16,17 @@ def test_diagnostics_meter_means_and_conflict_fraction():
     assert DiagnosticsMeter().summary() == {}
 
 
+def test_diagnostics_meter_means_each_key_over_the_steps_that_report_it():
+    """Between full steps (SAM.INTERVAL > 1) only g0's norm is reported."""
+    meter = DiagnosticsMeter()
+    for full in (1.0, 0.0, 0.0, 1.0):
+        meter.add({"grad_norm": 2.0, "full_step": full,
+                   **({"perturbed_grad_norm": 3.0, "cos_g0_g2": -0.5} if full else {})})
+    summary = meter.summary()
+    assert summary["perturbed_grad_norm"] == 3.0 and summary["grad_norm"] == 2.0
+    assert summary["full_step"] == 0.5 and summary["conflict_frac"] == 1.0
+
+
 def test_diagnostics_meter_continues_from_its_state():
     """A checkpoint taken in mid-epoch stores the meter's state; the resumed meter ends the
     epoch with the same means as one that was never stopped."""

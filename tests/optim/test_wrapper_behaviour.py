@@ -254,3 +254,68 @@ def test_base_update_is_torchs_own_loop_bit_for_bit_and_fused_within_an_ulp(base
     assert fused_opt.base_optimizer.defaults["fused"]
     assert torch.equal(ours, loop)
     torch.testing.assert_close(fused, loop, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["sam", "bsam"])
+def test_prepare_update_then_update_is_one_step_with_the_same_stats(method):
+    """The documented by-hand sequence may call prepare_update() before update(): the
+    direction is built once, so weights and diagnostics equal update() alone."""
+    x, y = batch()
+    results = []
+    for prepare_first in (False, True):
+        model = tiny_mlp()
+        opt = make(method, model)
+        opt.zero_grad()
+        loss_fn(model, x, y).backward()
+        assert opt.ascend()
+        opt.zero_grad()
+        loss_fn(model, x, y).backward()
+        if method == "bsam":
+            assert opt.descend_to_min()
+            opt.zero_grad()
+            loss_fn(model, x, y).backward()
+        if prepare_first:
+            assert opt.prepare_update()
+            with pytest.raises(RuntimeError, match="called twice"):
+                opt.prepare_update()
+        assert opt.update()
+        results.append((torch.cat([p.detach().flatten() for p in model.parameters()]), opt.last_stats))
+    assert torch.equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]
+    if method == "bsam":
+        assert results[1][1]["cos_g0_g2"] > 0.99  # g0 and g2 of one batch, rho 0.05 apart
+
+
+def test_pass_methods_out_of_order_are_errors():
+    model = tiny_mlp()
+    opt = make("bsam", model)
+    x, y = batch()
+    with pytest.raises(RuntimeError, match="wrong point"):
+        opt.prepare_update()
+    loss_fn(model, x, y).backward()
+    opt.ascend()
+    with pytest.raises(RuntimeError, match="in the middle of a step"):
+        opt.ascend()
+
+
+@pytest.mark.parametrize("method", ["sam", "bsam"])
+def test_stats_are_in_true_units_with_a_grad_scaler(method):
+    x, y = batch()
+    x = x.float()
+    stats = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 14)):
+        model = tiny_mlp().float()
+        opt = make(method, model)
+
+        def run_pass():
+            opt.zero_grad()
+            loss = loss_fn(model, x, y)
+            (scaler.scale(loss) if scaler else loss).backward()
+            return loss
+
+        optim.run_step(opt, run_pass, scaler)
+        stats.append(opt.last_stats)
+    plain, scaled = stats
+    assert set(plain) == set(scaled) >= {"grad_norm", "perturbed_grad_norm", "full_step"}
+    for key, value in plain.items():
+        assert scaled[key] == pytest.approx(value, rel=1e-4), key
