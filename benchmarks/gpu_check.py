@@ -3,6 +3,7 @@ throughput, in about 8 minutes, with nothing but this repository and its environ
 data are generated or synthetic tensors; nothing is downloaded).
 
     python benchmarks/gpu_check.py [--budget 480] [--iters 20]
+    python benchmarks/gpu_check.py --quick     # part 2 alone on the least data (make test runs it)
 
 1. ``pytest -m cuda``: the CUDA tests (fp16 + GradScaler, channels_last, compile, ...);
 2. ``torchrun --nproc_per_node 1`` trainings of a tiny pose config on generated data (NCCL on
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tasks.engine.cli import STOPPED  # noqa: E402
 
 rows: list[tuple[str, str, str, str]] = []  # part, item, status, detail
 
@@ -55,14 +59,21 @@ def cuda_tests() -> None:
         print(proc.stdout[-3000:], proc.stderr[-2000:])
 
 
-def torchrun_training(out: Path) -> None:
+#: The generated pose data and training length of part 2: the check's, and ``--quick``'s
+#: (the CPU part in seconds, for the test that keeps this script working).
+TRAINING = {"full": dict(images=24, val_images=8, iters=3, stop_step=5, threads=2),
+            "quick": dict(images=8, val_images=4, iters=2, stop_step=3, threads=1)}
+
+
+def torchrun_training(out: Path, size: dict) -> None:
     """One process under torchrun: a process group at world size 1 (NCCL on a GPU).  The
     tests' worker (tests/engine/distributed_worker.py) delivers the SIGTERM."""
     worker = REPO / "tests" / "engine" / "distributed_worker.py"
-    opts = ["OUTPUT_DIR", out, "DATASET.ROOT", out / "pose_data", "DATASET.SYNTHETIC_IMAGES", 24,
-            "DATASET.SYNTHETIC_VAL_IMAGES", 8, "TRAIN.END_EPOCH", 2, "TRAIN.MAX_ITERS_PER_EPOCH", 3,
-            "TEST.NUM_DRAW", 0, "DETERMINISTIC", "true", "WORKERS", 0, "AMP", "none"]
-    env = {"RECORD_DIR": str(out), "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "OMP_NUM_THREADS": "2"}
+    opts = ["OUTPUT_DIR", out, "DATASET.ROOT", out / "pose_data", "DATASET.SYNTHETIC_IMAGES", size["images"],
+            "DATASET.SYNTHETIC_VAL_IMAGES", size["val_images"], "TRAIN.END_EPOCH", 2,
+            "TRAIN.MAX_ITERS_PER_EPOCH", size["iters"], "TEST.NUM_DRAW", 0, "DETERMINISTIC", "true",
+            "WORKERS", 0, "AMP", "none"]
+    env = {"RECORD_DIR": str(out), "CUBLAS_WORKSPACE_CONFIG": ":4096:8", "OMP_NUM_THREADS": str(size["threads"])}
 
     demo_cfg = REPO / "configs" / "demo" / "pose_bsam_demo.yaml"
     made = run(["-m", "tasks.pose.synthetic", "--cfg", demo_cfg, "--opts", *opts])  # runs only check it
@@ -71,11 +82,11 @@ def torchrun_training(out: Path) -> None:
 
     def train(name: str, *extra, stop: bool = False):
         started = time.perf_counter()
+        stop_env = {"STOP_RANK": "0", "STOP_STEP": str(size["stop_step"])} if stop else {}
         proc = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 1, worker,
-                    "--cfg", demo_cfg, *extra,
-                    "--opts", "NAME", name, *opts],
-                   env={**env, **({"STOP_RANK": "0", "STOP_STEP": "5"} if stop else {})}, timeout=300)
-        if proc.returncode != 0:
+                    "--cfg", demo_cfg, *extra, "--opts", "NAME", name, *opts],
+                   env={**env, **stop_env}, timeout=300)
+        if not torchrun_ended_as(proc, STOPPED if stop else 0):
             raise RuntimeError(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
         return time.perf_counter() - started
 
@@ -85,16 +96,26 @@ def torchrun_training(out: Path) -> None:
         log = (out / "pose" / "full" / "train.log").read_text()
         world = "world 1" in log and "val_AP=" in log
         report("torchrun x1", item, "pass" if world else "FAIL", f"{_device_line(log)} ({seconds:.0f} s)")
+        item = f"SIGTERM at step {size['stop_step']}, --resume vs uninterrupted"
         train("stopped", stop=True)
         train("stopped", "--resume")
         full = torch.load(out / "pose" / "full" / "checkpoint_last.pth", weights_only=True)["model"]
         resumed = torch.load(out / "pose" / "stopped" / "checkpoint_last.pth", weights_only=True)["model"]
         diff = max((full[k].double() - resumed[k].double()).abs().max().item() for k in full)
-        report("torchrun x1", "SIGTERM at step 5, --resume vs uninterrupted",
-               "pass" if diff == 0.0 else "FAIL", f"max abs weight difference {diff:.3g}")
+        report("torchrun x1", item, "pass" if diff == 0.0 else "FAIL", f"max abs weight difference {diff:.3g}")
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
         report("torchrun x1", item, "FAIL", str(err).splitlines()[0])
         print(err)
+
+
+def torchrun_ended_as(proc: subprocess.CompletedProcess, code: int) -> bool:
+    """Whether every rank of a torchrun exited with ``code``: torchrun itself exits 0 only
+    when all did, and reports any other status as a failure naming each rank's exit code
+    (a run stopped by SIGTERM exits :data:`STOPPED`, by design)."""
+    if code == 0:
+        return proc.returncode == 0
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)
+    return proc.returncode != 0 and set(codes) == {str(code)}
 
 
 def _device_line(log: str) -> str:
@@ -192,20 +213,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=480, help="seconds for the whole check")
     parser.add_argument("--iters", type=int, default=20, help="timed steps per throughput row")
+    parser.add_argument("--quick", action="store_true",
+                        help="the CPU part only, on the least data (seconds): what `make test` runs")
     args = parser.parse_args()
     started = time.perf_counter()
-    gpu = torch.cuda.is_available()
+    gpu = torch.cuda.is_available() and not args.quick
     print(f"torch {torch.__version__}; "
-          f"{torch.cuda.get_device_name(0) if gpu else 'no CUDA device: CPU-safe parts only'}", flush=True)
-    cuda_tests()
+          f"{torch.cuda.get_device_name(0) if gpu else 'no CUDA device or --quick: CPU-safe parts only'}",
+          flush=True)
+    if args.quick:
+        report("pytest -m cuda", "CUDA-marked tests", "skipped", "(--quick)")
+    else:
+        cuda_tests()
     with tempfile.TemporaryDirectory() as out:
-        torchrun_training(Path(out))
+        torchrun_training(Path(out), TRAINING["quick" if args.quick else "full"])
     if gpu:
         optimizer_overhead(10)
         throughput(args.iters, started + args.budget - 10)
     else:
         for part in ("optim_overhead", "throughput"):
-            report(part, "CUDA rows", "skipped", "(no CUDA device)")
+            report(part, "CUDA rows", "skipped", "(--quick)" if args.quick else "(no CUDA device)")
     print(f"\n| part | item | status | detail |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
