@@ -18,7 +18,7 @@ import yaml
 from . import task as task_registry
 from .defaults import ENGINE
 from .io import atomic_write
-from .schema import ConfigError, Section, defaults_of, records, renamed_key, suggest
+from .schema import ConfigError, Key, Section, defaults_of, renamed_key, section_of, suggest
 
 __all__ = ["Config", "ConfigError", "load", "make_config", "parse_opts", "parse_yaml", "save"]
 
@@ -216,7 +216,7 @@ def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
     task_name, read_as = _task_of(given, source)
     schema = _task_class(task_name, source).config_schema()
     reader = _Reader(schema, source, read_as)
-    merged = defaults_of(schema)
+    merged = {**defaults_of(schema), "TASK": task_name}
     reader.merge(merged, data, schema, prefix="")
     for key, value in overrides:
         reader.set_dotted(merged, key, value)
@@ -264,12 +264,15 @@ class _Reader:
             self._put(target, key, value, section[key], dotted, source)
 
     def _put(self, target: dict, key: str, value: Any, spec, dotted: str, source: str) -> None:
-        if isinstance(spec, dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {dotted}: expected a section (mapping), got {value!r}")
-            self.merge(target[key], value, spec, f"{dotted}.", source)
-        else:
+        inner = section_of(spec)
+        if inner is None or (isinstance(spec, Key) and not isinstance(value, dict)):
             target[key] = spec.coerce(value, f"{source}: {dotted}")
+            return
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {dotted}: expected a section (mapping), got {value!r}")
+        if target[key] is None:  # an optional section, set: its defaults, then the values given
+            target[key] = defaults_of(inner)
+        self.merge(target[key], value, inner, f"{dotted}.", source)
 
     def _renamed(self, data: dict, section: Section, prefix: str) -> dict:
         """``data`` with older spellings (``Key.old``) moved to the current names."""
@@ -288,28 +291,42 @@ class _Reader:
         node, section = target, self.schema
         for i, part in enumerate(parts):
             prefix = ".".join(parts[:i]) + ("." if i else "")
-            if isinstance(section, dict) and part not in section:
+            if section is not None and part not in section:
                 part = renamed_key(section, part) or part
-            if not isinstance(section, dict) or part not in section:
-                options = section if isinstance(section, dict) else {}
+            if section is None or part not in section:
+                options = section or {}
                 raise ConfigError(f"--opts: {dotted}: unknown key{suggest(part, options, prefix)}{self.read_as}")
+            if i < len(parts) - 1 and node[part] is None:
+                raise ConfigError(f"--opts: {dotted}: {prefix}{part} is null; give it as a whole "
+                                  f"({prefix}{part} {{KEY: VALUE, ...}})")
             if i == len(parts) - 1:
                 if isinstance(section[part], dict) and not isinstance(value, dict):
                     raise ConfigError(f"--opts: {dotted}: is a section; override its keys one by one "
                                       f"({dotted}.KEY VALUE)")
                 self._put(node, part, value, section[part], f"{prefix}{part}", "--opts")
-            node, section = node[part], section[part]
+                return
+            node, section = node[part], section_of(section[part])
 
     def validate(self, cfg: dict) -> None:
         """The values each record allows, and the keys that must exceed another's."""
-        for dotted, spec in records(self.schema):
-            value = _lookup(cfg, dotted)
-            spec.validate(value, f"{self.source}: {dotted}")
-            if spec.above and value is not None:
-                other, why = spec.above
-                if not value > _lookup(cfg, other):
-                    raise ConfigError(f"{self.source}: {dotted}: {value!r} is not above {other} "
-                                      f"({_lookup(cfg, other)!r}): {why}")
+        self.root = cfg
+        self._validate(cfg, self.schema, "")
+
+    def _validate(self, node: dict, section: Section, prefix: str) -> None:
+        for name, spec in section.items():
+            value, dotted = node[name], f"{prefix}{name}"
+            if isinstance(spec, Key):
+                spec.validate(value, f"{self.source}: {dotted}")
+                self._check_above(spec, value, dotted)
+            if section_of(spec) is not None and isinstance(value, dict):
+                self._validate(value, section_of(spec), f"{dotted}.")
+
+    def _check_above(self, spec: Key, value: Any, dotted: str) -> None:
+        if spec.above and value is not None:
+            other, why = spec.above
+            if not value > _lookup(self.root, other):
+                raise ConfigError(f"{self.source}: {dotted}: {value!r} is not above {other} "
+                                  f"({_lookup(self.root, other)!r}): {why}")
 
 
 def _lookup(cfg: dict, dotted: str) -> Any:

@@ -37,7 +37,9 @@ class Key:
     mapping), ``list[X]`` or a tuple of these alternatives; it defaults to the default's type.
     ``ge``/``gt``/``le``/``lt`` bound a number (a list's items, for a list); ``length`` lists
     the list lengths allowed; ``check`` is ``(predicate, "what is allowed")`` for rules these
-    cannot say; ``above`` is ``(dotted key, why)``: the value must exceed that key's."""
+    cannot say; ``above`` is ``(dotted key, why)``: the value must exceed that key's.  A
+    ``dict`` key with ``keys`` is an optional section (HRNet's ``MODEL.EXTRA.STAGE2``): null,
+    or a mapping checked against those records, their defaults filled in."""
 
     default: Any
     type: Any = None
@@ -49,6 +51,7 @@ class Key:
     length: tuple[int, ...] = ()
     check: tuple[Callable[[Any], bool], str] | None = None
     above: tuple[str, str] | None = None
+    keys: dict | None = None  # a dict key's own records: null, or a section of these keys
     hint: str = ""  # said after what is allowed: "0 = the whole epoch"
     old: tuple[str, ...] = ()  # older spellings of the key's name (same section)
     reference: str = ""  # what a reference file's value does here (listed at start when set)
@@ -62,6 +65,8 @@ class Key:
         for alternative in self.alternatives:
             if alternative is list:
                 raise TypeError("a list Key needs its item type (type=list[int], list[str] ...)")
+        if self.keys is not None and self.type is not dict:
+            raise TypeError("a Key with keys (an optional section) has type=dict")
         object.__setattr__(self, "choices", tuple(self.choices))
 
     @property
@@ -105,7 +110,8 @@ class Key:
         if self.choices:
             if value not in self.choices:
                 raise ConfigError(f"{where}: {value!r} is not allowed; choose one of "
-                                  f"{', '.join(map(str, self.choices))}{suggest(str(value), self.choices)}")
+                                  f"{', '.join(map(str, self.choices))}"
+                                  f"{suggest(value, self.choices) if isinstance(value, str) else ''}")
             return
         items = value if isinstance(value, list) else [value]
         numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -253,15 +259,21 @@ def records(section: Section, prefix: str = ""):
             yield f"{prefix}{name}", spec
 
 
+def section_of(spec) -> Section | None:
+    """The records under ``spec``: a section's, an optional section's (``Key.keys``), or None."""
+    return spec if isinstance(spec, dict) else spec.keys
+
+
 def record_of(section: Section, dotted: str) -> Key | None:
     """The record of ``dotted`` or of the free-form key it lies inside, else None."""
     node: Any = section
     for part in dotted.split("."):
-        if isinstance(node, Key):
+        inner = section_of(node)
+        if inner is None:
             return node
-        if not isinstance(node, dict) or part not in node:
+        if part not in inner:
             return None
-        node = node[part]
+        node = inner[part]
     return node if isinstance(node, Key) else None
 
 

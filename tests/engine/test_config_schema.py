@@ -151,3 +151,44 @@ def test_the_task_of_a_model_name():
     assert task_registry.infer("cifar_resnet20") == "classification"
     assert task_registry.infer("pose_hrnet") == "pose" and task_registry.infer("no_such_net") is None
     assert make_config({"MODEL": {"NAME": "cifar_resnet20"}}).TASK == "classification"
+
+
+STAGE = {"NUM_BRANCHES": Key(1, ge=1), "BLOCK": Key("BASIC", choices=("BASIC", "BOTTLENECK")),
+         "NUM_CHANNELS": Key([32], gt=0)}
+
+
+@pytest.fixture
+def staged_task(monkeypatch):
+    """A task whose MODEL.EXTRA.STAGE2 is an optional section (null, or a mapping of STAGE's keys)."""
+    monkeypatch.setattr(task_registry, "_REGISTRY", dict(task_registry._REGISTRY))
+
+    @task_registry.register("staged")
+    class Staged(task_registry.Task):
+        schema = {"MODEL": {"EXTRA": {"STAGE2": Key(None, type=dict, keys=STAGE), "FREE": Key(None, type=dict)}}}
+        model_names = ("staged_*",)
+
+    return Staged
+
+
+def test_an_optional_section_is_null_or_checked_with_its_defaults(staged_task):
+    assert make_config(task="staged").MODEL.EXTRA.STAGE2 is None
+    cfg = make_config({"MODEL": {"NAME": "staged_net", "EXTRA": {"STAGE2": {"NUM_BRANCHES": 2},
+                                                                  "FREE": {"ANY": [1, "x"]}}}})
+    assert cfg.TASK == "staged" and cfg.MODEL.EXTRA.STAGE2 == {"NUM_BRANCHES": 2, "BLOCK": "BASIC", "NUM_CHANNELS": [32]}
+    assert cfg.MODEL.EXTRA.FREE.ANY == [1, "x"]
+    again = make_config(task="staged", opts=["MODEL.EXTRA.STAGE2", "{BLOCK: BOTTLENECK}",
+                                             "MODEL.EXTRA.STAGE2.NUM_CHANNELS", "[8, 16]"])
+    assert again.MODEL.EXTRA.STAGE2.BLOCK == "BOTTLENECK" and again.MODEL.EXTRA.STAGE2.NUM_CHANNELS == [8, 16]
+    for data, opts, expected in [
+        ({"STAGE2": {"NUM_BRANCHS": 2}}, [], "MODEL.EXTRA.STAGE2.NUM_BRANCHS: unknown key (did you mean "
+                                             "MODEL.EXTRA.STAGE2.NUM_BRANCHES?)"),
+        ({"STAGE2": {"BLOCK": "BASICC"}}, [], "MODEL.EXTRA.STAGE2.BLOCK: 'BASICC' is not allowed"),
+        ({"STAGE2": {"NUM_CHANNELS": [32, -1]}}, [], "expected a list of integers > 0"),
+        ({"STAGE2": 3}, [], "MODEL.EXTRA.STAGE2: expected a section (mapping) (or null), got 3"),
+        ({}, ["MODEL.EXTRA.STAGE2.BLOCK", "BASIC"], "MODEL.EXTRA.STAGE2 is null; give it as a whole"),
+    ]:
+        with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+            make_config({"MODEL": {"EXTRA": data}}, task="staged", opts=opts)
+    stored = make_config({"MODEL": {"EXTRA": {"STAGE2": {"NUM_BRANCHES": 2}}}}, task="staged").to_dict()
+    changed = make_config({"MODEL": {"EXTRA": {"STAGE2": {"NUM_BRANCHES": 3}}}}, task="staged").to_dict()
+    assert config_changes(stored, changed) == [("MODEL.EXTRA.STAGE2.NUM_BRANCHES", 2, 3)]
