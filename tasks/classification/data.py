@@ -19,9 +19,17 @@ uniformly from the *other* classes, so r is the fraction of wrong labels (not r 
 as with "uniform over all classes" noise).  The choice depends only on
 ``DATASET.LABEL_NOISE_SEED``, not on the training ``SEED``: runs that compare optimizers
 or training seeds see the same corrupted labels.  Test labels are never changed.
+
+Validation split (``DATASET.VAL_FROM_TRAIN``, a fraction in [0, 1), 0 = off): that fraction
+of each class's training images (after ``TRAIN_PER_CLASS``, before label noise, so its
+labels stay clean) becomes the set the run evaluates, with the test transform; the test
+split is then read only by ``tools/eval.py``.  Tuning on it never sees the test images.
+The choice depends only on ``DATASET.VAL_SEED``, so every trial of a sweep and every
+training seed shares one split.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -75,6 +83,31 @@ def first_per_class(targets, per_class: int) -> list[int]:
     return kept
 
 
+def stratified_split(targets, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(kept, held out)`` indices, disjoint and in dataset order: ``round(fraction * n)``
+    of each class's ``n`` samples held out (at least one when ``fraction > 0``, never all)."""
+    targets = np.asarray(targets, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        count = min(max(int(round(fraction * len(members))), 1), len(members) - 1)
+        held.append(rng.choice(members, size=count, replace=False))
+    held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    kept = np.setdiff1d(np.arange(len(targets)), held_out)
+    return kept.tolist(), held_out.tolist()
+
+
+def split_validation(train: LabelledImages, fraction: float, seed: int, transform) -> LabelledImages:
+    """Move ``fraction`` of ``train`` (stratified by class) into a validation set it returns."""
+    kept, held_out = stratified_split(train.targets, fraction, seed)
+    val = copy.copy(train)
+    val.keep(held_out)
+    val.transform = transform
+    train.keep(kept)
+    return val
+
+
 def _root_format_transforms(cfg):
     d = cfg.DATASET
     if bool(d.MEAN) != bool(d.STD):
@@ -113,36 +146,48 @@ def build_test_dataset(cfg) -> LabelledImages:
 
 
 def build_image_datasets(cfg) -> tuple[LabelledImages, LabelledImages]:
-    """``(train, test)`` datasets with transforms, label noise and a NUM_CLASSES check."""
+    """``(train, test)`` datasets with transforms, label noise and a NUM_CLASSES check;
+    ``(train, validation)`` with ``DATASET.VAL_FROM_TRAIN`` (the test split is not read)."""
     d = cfg.DATASET
     root, fmt, train_tf, test_tf = _root_format_transforms(cfg)
-    if fmt == "imagefolder":
-        if not root.is_dir():
-            raise UserError(f"DATASET.ROOT {d.ROOT!r} not found (looked at {root.resolve()})")
-        train = ImageFolder(root / d.TRAIN_SET, train_tf)
-        test = ImageFolder(root / d.TEST_SET, test_tf, classes=train.classes)
-        test.check_files()  # a broken test image would otherwise stop the run after epoch 1
-        where = f"{root / d.TRAIN_SET} (DATASET.ROOT/TRAIN_SET)"
-    else:
-        images, labels, classes = read_cifar(root, fmt, train=True)
-        train = ArrayImages(images, labels, classes, train_tf)
-        images, labels, _ = read_cifar(root, fmt, train=False)
-        test = ArrayImages(images, labels, classes, test_tf)
-        where = str(cifar_folder(root, fmt))
-    if len(train.classes) != cfg.MODEL.NUM_CLASSES:
-        raise UserError(
-            f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {where} has "
-            f"{len(train.classes)} classes; set MODEL.NUM_CLASSES: {len(train.classes)}"
-        )
+    train = _training_split(cfg, root, fmt, train_tf)
     if d.TRAIN_PER_CLASS:
         train.keep(first_per_class(train.targets, d.TRAIN_PER_CLASS))
+    if d.VAL_FROM_TRAIN:
+        evaluated, kind = split_validation(train, d.VAL_FROM_TRAIN, d.VAL_SEED, test_tf), "validation"
+    elif fmt == "imagefolder":
+        evaluated, kind = ImageFolder(root / d.TEST_SET, test_tf, classes=train.classes), "test"
+        evaluated.check_files()  # a broken test image would otherwise stop the run after epoch 1
+    else:
+        images, labels, _ = read_cifar(root, fmt, train=False)
+        evaluated, kind = ArrayImages(images, labels, train.classes, test_tf), "test"
     if d.LABEL_NOISE:
         train.targets, flipped = symmetric_label_noise(
             train.targets, len(train.classes), d.LABEL_NOISE, d.LABEL_NOISE_SEED
         )
         log.info("label noise: %d of %d training labels changed", len(flipped), len(train))
     log.info(
-        "data (%s): %d train / %d test images, %d classes, %s augmentation",
-        fmt, len(train), len(test), len(train.classes), d.AUGMENT,
+        "data (%s): %d train / %d %s images, %d classes, %s augmentation",
+        fmt, len(train), len(evaluated), kind, len(train.classes), d.AUGMENT,
     )
-    return train, test
+    return train, evaluated
+
+
+def _training_split(cfg, root: Path, fmt: str, transform) -> LabelledImages:
+    """The whole training split, its classes checked against MODEL.NUM_CLASSES."""
+    d = cfg.DATASET
+    if fmt == "imagefolder":
+        if not root.is_dir():
+            raise UserError(f"DATASET.ROOT {d.ROOT!r} not found (looked at {root.resolve()})")
+        train = ImageFolder(root / d.TRAIN_SET, transform)
+        where = f"{root / d.TRAIN_SET} (DATASET.ROOT/TRAIN_SET)"
+    else:
+        images, labels, classes = read_cifar(root, fmt, train=True)
+        train = ArrayImages(images, labels, classes, transform)
+        where = str(cifar_folder(root, fmt))
+    if len(train.classes) != cfg.MODEL.NUM_CLASSES:
+        raise UserError(
+            f"MODEL.NUM_CLASSES is {cfg.MODEL.NUM_CLASSES} but {where} has "
+            f"{len(train.classes)} classes; set MODEL.NUM_CLASSES: {len(train.classes)}"
+        )
+    return train

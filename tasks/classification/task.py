@@ -6,7 +6,8 @@ Config keys it adds (``ClassificationTask.schema``; the shared ones are in ``tas
   cifar | transfer | none, ``IMAGE_SIZE``, ``CUTOUT`` (square side, 0 = off),
   ``CROP_SCALE_MIN`` and ``TEST_CROP_RATIO`` (transfer recipe), ``MEAN``/``STD``
   ([] = the statistics of the data set / recipe), ``LABEL_NOISE`` and
-  ``LABEL_NOISE_SEED``, ``TRAIN_PER_CLASS`` (a training subset; see ``data.py``);
+  ``LABEL_NOISE_SEED``, ``TRAIN_PER_CLASS`` (a training subset), ``VAL_FROM_TRAIN`` and
+  ``VAL_SEED`` (a validation split cut from the training images; see ``data.py``);
 * ``MODEL.FREEZE_BACKBONE``: train the classifier only (BatchNorm statistics of the
   frozen backbone still adapt to the new data in training mode);
 * ``TRAIN.BACKBONE_LR_MULT``: the backbone learns at LR x this factor;
@@ -59,6 +60,8 @@ class ClassificationTask(Task):
             "LABEL_NOISE": Key(0.0, **_FRACTION),
             "LABEL_NOISE_SEED": Key(0, **SEED_RANGE),
             "TRAIN_PER_CLASS": Key(0, ge=0, hint="0 = every training image"),
+            "VAL_FROM_TRAIN": Key(0.0, **_FRACTION, hint="0 = evaluate the test split"),
+            "VAL_SEED": Key(0, **SEED_RANGE),
         },
         "MODEL": {
             "NAME": Key("cifar_resnet18", choices=available_models()),

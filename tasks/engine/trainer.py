@@ -95,6 +95,9 @@ class Trainer:
         self.best: dict = {}
         self.partial: dict = {}
         self._stop_signal = None
+        #: ``hook(epoch, row)`` after each epoch's checkpoint (a sweep reports to its pruner);
+        #: an exception it raises ends ``fit`` with the run resumable from that checkpoint.
+        self.epoch_hooks: list = []
         self.nonfinite = NonFiniteSteps(cfg.TRAIN.MAX_NONFINITE_STEPS)
         if resume:
             self._resume(state)
@@ -196,6 +199,8 @@ class Trainer:
                     row.update({f"val_{k}": v for k, v in self._evaluate(self.run_dir).items()})
                 self.history.append(row)
                 self._end_epoch(epoch, row)
+                for hook in self.epoch_hooks:
+                    hook(epoch, row)
                 if epoch + 1 < end and dist.any_rank(self._stop_signal is not None):
                     self.log.warning(f"stopped after epoch {epoch}; resume with --resume")
                     return {"stopped": True, "epoch": epoch + 1}
