@@ -51,7 +51,7 @@ class ClassificationTask(Task):
         "DATASET": {
             "FORMAT": Key("auto", choices=FORMATS),
             "AUGMENT": Key("cifar", choices=RECIPES),
-            "IMAGE_SIZE": Key(32, ge=8),
+            "IMAGE_SIZE": Key(32, ge=8, le=4096),
             "CUTOUT": Key(0, ge=0, hint="0 = no cutout"),
             "CROP_SCALE_MIN": Key(0.08, gt=0, le=1),
             "TEST_CROP_RATIO": Key(0.875, gt=0, le=1),

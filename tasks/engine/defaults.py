@@ -5,6 +5,8 @@ The HRNet keys the suite does not use (``GPUS``, ``LOG_DIR`` ...) are declared s
 experiment files load unchanged; their ``reference`` note is listed at start when a file sets
 them.  A task adds its keys in ``Task.schema``.
 """
+from optim.factory import BASE_OPTIMIZERS, METHODS
+
 from .schema import Key
 
 _AT_LEAST_ONE = dict(ge=1)
@@ -66,7 +68,7 @@ ENGINE = {
         "BEGIN_EPOCH": Key(0, **_NOT_NEGATIVE),
         "END_EPOCH": Key(1, **_AT_LEAST_ONE, above=("TRAIN.BEGIN_EPOCH", "no epoch would train")),
         "MAX_ITERS_PER_EPOCH": Key(0, **_NOT_NEGATIVE, hint="0 = the whole epoch"),  # >0 caps it (smoke runs)
-        "OPTIMIZER": Key("sgd", choices=("sgd", "adam", "adamw")),
+        "OPTIMIZER": Key("sgd", choices=tuple(BASE_OPTIMIZERS)),
         "LR": Key(0.1, **_NOT_NEGATIVE),
         "LR_SCHEDULER": Key("multistep", choices=("multistep", "cosine", "constant")),
         "LR_FACTOR": Key(0.1, gt=0),
@@ -89,7 +91,7 @@ ENGINE = {
         "RESUME": Key(False, run_only=True),
     },
     "SAM": {
-        "METHOD": Key("none", choices=("none", "sam", "asam", "bsam")),
+        "METHOD": Key("none", choices=METHODS),
         "RHO": Key(0.05, **_NOT_NEGATIVE),
         "RHO_MIN": Key(0.05, **_NOT_NEGATIVE),
         # null: constant RHO_MIN; a number: RHO_MIN follows the LR to it

@@ -141,6 +141,9 @@ class Key:
     def _range_text(self, kind) -> str:
         low, high = (self.ge, "[") if self.ge is not None else (self.gt, "(")
         top, close = (self.le, "]") if self.le is not None else (self.lt, ")")
+        if kind is int and low is not None and top is not None:  # integers: say both ends inclusive
+            low, high = (low + (high == "("), "[")
+            top, close = (top - (close == ")"), "]")
         if low is not None and top is not None:
             if kind is int and high == "[" and close == "]":
                 return f" from {_number(low)} to {_number(top)}"

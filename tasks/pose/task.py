@@ -39,7 +39,7 @@ def _non_empty(values: list) -> bool:
 def _deconv_kernels(values: list) -> bool:
     return len(values) > 0 and all(k in (2, 3, 4) for k in values)
 
-_SIZE = dict(type=list[int], length=(2,), gt=0, hint="[width, height]")
+_SIZE = dict(type=list[int], length=(2,), gt=0, le=4096, hint="[width, height]")
 _UNIT = dict(ge=0, le=1)
 
 POSE_SCHEMA = {

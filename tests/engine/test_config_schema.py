@@ -37,12 +37,13 @@ FIXTURES = Path(__file__).resolve().parents[1] / "pose" / "fixtures"
     ("classification", "GPUS", "[0, a]", "GPUS: expected a list or a string or an integer (or null)"),
     ("qat", "QUANT.SKIP", "[conv1, 2]", "QUANT.SKIP: expected a list of strings"),
     ("pose", "MODEL.IMAGE_SIZE", "[192, 256.5]", "MODEL.IMAGE_SIZE: expected a list of integers"),
-    ("pose", "MODEL.EXTRA.HEATMAP_SIZE", "[48, 0]", "expected a list of two integers > 0 ([width, height])"),
+    ("pose", "MODEL.EXTRA.HEATMAP_SIZE", "[48, 0]", "expected a list of two integers from 1 to 4096 ([width, height])"),
     ("pose", "MODEL.EXTRA.NUM_DECONV_KERNELS", "[4, 5, 4]", "expected a non-empty list of 2, 3 or 4"),
     ("pose", "MODEL.EXTRA.FINAL_CONV_KERNEL", "2", "choose one of 1, 3"),
     ("pose", "MODEL.EXTRA.SIGMA", "-2", "MODEL.EXTRA.SIGMA: -2.0 is not allowed; expected a number > 0"),
     ("pose", "MODEL.EXTRA.PRETRAINED_LAYERS", "[conv1, 3]", "expected a list of strings (or null)"),
     ("pose", "DATASET.NUM_JOINTS_HALF_BODY", "-1", "expected an integer from 0 to 17"),
+    ("pose", "MODEL.IMAGE_SIZE", "[192, 1000000]", "expected a list of two integers from 1 to 4096"),
 ])
 def test_meaningless_values_are_one_line_errors(task, key, value, expected):
     with pytest.raises(ConfigError) as err:
@@ -59,7 +60,18 @@ def test_a_run_that_would_train_no_epoch_is_refused(tmp_path, capsys):
     one_error(*run_main(tools.train.main, "--cfg", path, capsys=capsys), "nothing.yaml", "TRAIN.LR_STEP")
     path.write_text("TASK: classification\nTRAIN: {BEGIN_EPOCH: 3, END_EPOCH: 2}\n")
     one_error(*run_main(tools.train.main, "--cfg", path, capsys=capsys), "nothing.yaml", "not above TRAIN.BEGIN_EPOCH")
+    one_error(*run_main(tools.train.main, "--cfg", path, "--opts", "TRAIN.BEGIN_EPOCH", "0", "TRAIN.LR_END", "-0.2",
+                        capsys=capsys), "nothing.yaml", "TRAIN.LR_END: -0.2 is not allowed")
     assert not (tmp_path / "output").exists()
+
+
+def test_the_startup_line_says_how_the_task_was_read(tiny_cls_cfg, capsys):
+    path = tiny_cls_cfg("no_task", TRAIN={"END_EPOCH": 1, "MAX_ITERS_PER_EPOCH": 1})
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("TASK:")))
+    assert run_main(tools.train.main, "--cfg", path, capsys=capsys)[0] == 0
+    log = (path.parent / "out" / "classification" / "no_task" / "train.log").read_text()
+    assert "reference keys applied differently or ignored: TASK (read as TASK classification from " \
+           "MODEL.NAME cifar_resnet20: the config sets no TASK)" in log
 
 
 def test_a_list_of_floats_keeps_what_was_written():
