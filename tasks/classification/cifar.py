@@ -55,7 +55,8 @@ def _load(path: Path, fmt: str) -> dict:
         raise UserError(
             f"{path} not found: download {ARCHIVES[fmt]} "
             f"from https://www.cs.toronto.edu/~kriz/cifar.html and extract it into {path.parent.parent} "
-            f"(nothing is downloaded automatically)"
+            f"(nothing is downloaded automatically); for images in class folders "
+            f"(ROOT/train/<class>/*.jpg, e.g. the CIFAR-10 subset) set DATASET.FORMAT imagefolder"
         )
     try:
         with open(path, "rb") as f:

@@ -5,6 +5,7 @@ read back is checked field by field, so a hand-edited or foreign file is a one-l
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -70,7 +71,22 @@ def fit_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        lines = [l.strip() for l in str(err).splitlines() if l.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0]
-        raise UserError(f"checkpoint {path} does not fit MODEL of this config ({detail[:200]}); "
+        raise UserError(f"checkpoint {path} does not fit MODEL of this config ({mismatch_summary(err)}); "
                         "use the config it was trained with") from None
+
+
+def mismatch_summary(err: RuntimeError) -> str:
+    """torch's load_state_dict error in whole words: how many keys are missing or unexpected,
+    the first few of them, and the first shape mismatch."""
+    parts, sizes = [], []
+    for line in (l.strip() for l in str(err).splitlines()):
+        kind = re.match(r"(Missing|Unexpected) key\(s\) in state_dict:", line)
+        if kind:
+            keys = re.findall(r'"([^"]+)"', line)
+            more = f", ... ({len(keys)} in all)" if len(keys) > 3 else ""
+            parts.append(f"{kind.group(1).lower()}: {', '.join(keys[:3])}{more}")
+        elif line.startswith("size mismatch for"):
+            sizes.append(line.rstrip("."))
+    if sizes:
+        parts.append(sizes[0] + (f" (and {len(sizes) - 1} more)" if len(sizes) > 1 else ""))
+    return "; ".join(parts) or str(err).strip().splitlines()[-1]

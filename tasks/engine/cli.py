@@ -12,9 +12,11 @@ from .errors import UserError
 STOPPED = 3
 
 
-def config_parser(description: str) -> argparse.ArgumentParser:
+def config_parser(description: str, cfg_help: str | None = None) -> argparse.ArgumentParser:
+    """``--cfg`` and ``--opts``; ``cfg_help`` makes ``--cfg`` optional and says what stands in."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--cfg", required=True, help="experiment YAML (configs/...)")
+    parser.add_argument("--cfg", required=cfg_help is None,
+                        help=f"experiment YAML (configs/...){'; ' + cfg_help if cfg_help else ''}")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE",
                         help="overrides as dotted keys and values, e.g. TRAIN.LR 0.1 SAM.METHOD sam")
     return parser
@@ -42,3 +44,9 @@ def one_line(err: UserError) -> str:
     last = text.rstrip().splitlines()[-1]
     name = f"{type(err).__module__}.{type(err).__qualname__}: "
     return last[len(name):] if last.startswith(name) else last
+
+
+def say_written(paths) -> None:
+    """One ``wrote PATH`` line per file, on stderr (stdout stays the tool's JSON)."""
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)

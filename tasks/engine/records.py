@@ -102,6 +102,23 @@ def epoch_line(epoch: int, row: dict, detail_metrics: tuple = ()) -> str:
     return f"epoch {epoch}: {shown}"
 
 
+PICTURES = (".png", ".jpg")
+
+
+def outputs_line(run_dir: Path) -> str:
+    """Where a run's outputs are, its pictures named (those of the run folder and of its
+    sub-folders, e.g. pose_pictures/), so that nobody has to look for them."""
+    run_dir = Path(run_dir)
+    entries = sorted(run_dir.iterdir())
+    pictures = [p.name for p in entries if p.suffix in PICTURES]
+    for folder in (p for p in entries if p.is_dir() and p.name != "eval"):
+        count = sum(1 for q in folder.iterdir() if q.suffix in PICTURES)
+        if count:
+            pictures.append(f"{folder.name}/ ({count} pictures)")
+    shown = f"; pictures: {', '.join(pictures)}" if pictures else ""
+    return f"outputs in {run_dir}/: train.log, metrics.csv, checkpoints, results.json{shown}"
+
+
 def write_metrics_csv(history: list[dict], path: Path) -> None:
     """Rewrite the whole table (atomically) so a resumed run never duplicates rows."""
     columns = []
