@@ -213,7 +213,7 @@ def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
     """Defaults of the task's schema, then ``data``, then ``overrides``, every value checked."""
     given = {**data, **dict(overrides)}
     task_registry.import_modules(given.get("CUSTOM_IMPORTS", ENGINE["CUSTOM_IMPORTS"].default), source)
-    task_name, read_as = _task_of(given, source)
+    task_name, read_as = _task_of(given)
     schema = _task_class(task_name, source).config_schema()
     reader = _Reader(schema, source, read_as)
     merged = {**defaults_of(schema), "TASK": task_name}
@@ -226,13 +226,13 @@ def build(data: dict, overrides: list[tuple[str, Any]], source: str) -> Config:
     return cfg
 
 
-def _task_of(given: dict, source: str) -> tuple[Any, str]:
+def _task_of(given: dict) -> tuple[Any, str]:
     """``TASK``, or for a config without one the task its ``MODEL.NAME`` belongs to (an
     experiment file of SimpleBaseline or HRNet) and the note that says so."""
     if "TASK" in given:
         return given["TASK"], ""
     model = given.get("MODEL")
-    name = model.get("NAME") if isinstance(model, dict) else given.get("MODEL.NAME")
+    name = given.get("MODEL.NAME", model.get("NAME") if isinstance(model, dict) else None)
     inferred = task_registry.infer(name) if isinstance(name, str) and name else None
     if inferred is None:
         return ENGINE["TASK"].default, f"read as TASK {ENGINE['TASK'].default}: the config sets no TASK"

@@ -163,6 +163,7 @@ def test_the_task_of_a_model_name():
     assert task_registry.infer("cifar_resnet20") == "classification"
     assert task_registry.infer("pose_hrnet") == "pose" and task_registry.infer("no_such_net") is None
     assert make_config({"MODEL": {"NAME": "cifar_resnet20"}}).TASK == "classification"
+    assert make_config({"MODEL": {"NAME": "cifar_resnet20"}}, opts=["MODEL.NAME", "pose_resnet"]).TASK == "pose"
 
 
 STAGE = {"NUM_BRANCHES": Key(1, ge=1), "BLOCK": Key("BASIC", choices=("BASIC", "BOTTLENECK")),
