@@ -5,7 +5,8 @@
     torchrun --nproc_per_node 2 tools/train.py --cfg ...     # DDP (NCCL on GPUs, gloo on CPU)
 
 Exit status: 0 finished, 2 an error (one ``error:`` line), 3 stopped by SIGTERM/Ctrl-C after
-saving a checkpoint (continue with --resume).
+saving a checkpoint (continue with --resume), 130 stopped at once by a second signal (one
+``error:`` line; a checkpoint being written is completed first, the last complete one is kept).
 """
 from __future__ import annotations
 

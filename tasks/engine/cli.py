@@ -5,11 +5,14 @@ import argparse
 import sys
 from typing import Callable
 
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 #: Exit status of a run stopped by SIGTERM/SIGINT after saving its checkpoint (resumable),
 #: so that a scheduler can tell it from a finished run (0) and from an error (2).
 STOPPED = 3
+#: Exit status of a run stopped at once by a second signal (or Ctrl-C outside training): the
+#: shell's convention for SIGINT; the last complete checkpoint is kept.
+INTERRUPTED = 130
 
 
 def config_parser(description: str, cfg_help: str | None = None) -> argparse.ArgumentParser:
@@ -29,6 +32,14 @@ def run(main: Callable[[], int | None]) -> None:
     except UserError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:
+        print(f"error: stopped at once by a second {err}; the last complete checkpoint is kept: "
+              "continue with --resume", file=sys.stderr)
+        sys.exit(INTERRUPTED)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); files are written whole or not at all, so nothing "
+              "half-written was left", file=sys.stderr)
+        sys.exit(INTERRUPTED)
     sys.exit(code or 0)
 
 

@@ -64,9 +64,11 @@ def claim(path: str | os.PathLike, resume: bool | str, overwrite: bool = False,
             earlier, lock = lock, _lock(path)  # the new folder's lock before the old one goes
             os.close(earlier)
         elif held and not wants_resume:
+            go_on = ("continue it with --resume, " if checkpoint.LAST in held else
+                     f"it has no {checkpoint.LAST} to continue; ")
             raise UserError(
-                f"{path} already holds a run ({', '.join(held)}); continue it with --resume, "
-                "choose another NAME (e.g. --opts NAME new_name), or start over with --overwrite "
+                f"{path} already holds a run ({', '.join(held)}); {go_on}choose another NAME (e.g. "
+                "--opts NAME new_name), or start over with --overwrite "
                 f"(moves the earlier run to {path.name}.replaced-<date-time>)")
         for stale in path.glob(".*.tmp"):
             stale.unlink()

@@ -6,6 +6,8 @@ three times; the wrappers keep batch-norm statistics still after the first pass.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import signal
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import default_collate
 from tqdm import tqdm
 
 import optim
@@ -22,7 +25,7 @@ from .acceleration import autocast, compile_model, launch_hint, make_scaler, pre
 from .data import (EpochSampler, EvalShard, epoch_seed, make_loader, rng_state, seed_everything,
                    set_rng_state, to_device)
 from .device import pick_device
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .guard import NonFiniteSteps
 from .io import save_json
 from .optimization import build_optimizer, optimizer_summary
@@ -80,6 +83,7 @@ class Trainer:
 
         model = self.task.build_model().to(self.device)
         self.task.setup(model, self.train_loader, self.device)
+        self.iters_per_epoch -= self._single_sample_batch_left_out(model, train_set, collate)
         self.model = prepare_model(model, cfg, self.device, self.world)
         self.net = self.model  # what the forward passes run through (DDP-wrapped when distributed)
         if dist.is_distributed():
@@ -98,6 +102,8 @@ class Trainer:
         #: ``hook(epoch, row)`` after each epoch's checkpoint (a sweep reports to its pruner);
         #: an exception it raises ends ``fit`` with the run resumable from that checkpoint.
         self.epoch_hooks: list = []
+        self._stop_now: str | None = None  # a second signal's name
+        self._writing = False  # a checkpoint is being written: a second signal waits for it
         self.nonfinite = NonFiniteSteps(cfg.TRAIN.MAX_NONFINITE_STEPS)
         if resume:
             self._resume(state)
@@ -106,6 +112,37 @@ class Trainer:
             config_mod.save(cfg, self.run_dir / "config.yaml")
 
     # -- building ---------------------------------------------------------------------
+    def _single_sample_batch_left_out(self, model, train_set, collate) -> int:
+        """1 when this rank's last batch of an epoch would hold one sample that the model
+        cannot train on (batch norm over a 1x1 map sees one value per channel), so that the
+        epoch ends before it instead of failing after all its work; 0 otherwise.  A config
+        whose every batch is such a sample is refused before training."""
+        size = self.cfg.TRAIN.BATCH_SIZE_PER_GPU
+        last = len(self.sampler) % size or size
+        if last != 1 or (size > 1 and self.iters_per_epoch < len(self.train_loader)):
+            return 0
+        saved = rng_state()  # the probe's augmentation must not shift the run's random streams
+        try:
+            batch = (collate or default_collate)([train_set[0]])
+        finally:
+            set_rng_state(saved)
+        try:
+            with torch.no_grad(), self._autocast():
+                self.task.loss(copy.deepcopy(model).train(),
+                               to_device(batch, self.device, self.cfg.CHANNELS_LAST))
+            return 0
+        except ValueError as err:
+            if "Expected more than 1 value per channel" not in str(err):
+                raise
+        if size == 1:
+            raise UserError("TRAIN.BATCH_SIZE_PER_GPU 1: the model normalises a 1x1 map with batch "
+                            "norm, which one sample cannot train (one value per channel); use a batch "
+                            "size >= 2 or a larger input (DATASET.IMAGE_SIZE / MODEL.IMAGE_SIZE)")
+        self.log.warning(f"the last batch of each epoch would hold 1 sample, which the model's batch "
+                         f"norm over a 1x1 map cannot train on; it is left out ({len(self.sampler)} "
+                         f"samples, batches of {size})")
+        return 1
+
     def _build_optimizer(self):
         opt, scheduler, self.rho_scale = build_optimizer(
             self.cfg, self.task.param_groups(self.model), self.net, self.iters_per_epoch)
@@ -130,7 +167,19 @@ class Trainer:
         """Called by every rank at the same point; rank 0 writes the one checkpoint."""
         ranks = dist.gather_to_main({"rng": rng_state(), "partial": self.partial})
         if self.is_main:
-            checkpoint.save(self.run_dir / checkpoint.LAST, **self._state(epoch, iters_done, ranks))
+            with self._uninterrupted():
+                checkpoint.save(self.run_dir / checkpoint.LAST, **self._state(epoch, iters_done, ranks))
+
+    @contextlib.contextmanager
+    def _uninterrupted(self):
+        """A second signal during a checkpoint write stops the run once the file is complete."""
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._stop_now:
+            raise Interrupted(self._stop_now)
 
     def _resume_point(self) -> dict:
         """The checkpoint to continue, once its config was compared with this one."""
@@ -148,7 +197,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler and "scaler" in state:
                 self.scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
             raise UserError(f"{self.run_dir / checkpoint.LAST} does not fit this config "
                             f"({str(err).splitlines()[0][:160]})") from None
         if self._config_changes:
@@ -157,11 +206,15 @@ class Trainer:
         self.start_epoch, self.skip_iters = state["epoch"], state["iters_done"]
         self.global_step, self.history = state["global_step"], state["history"]
         self.best = state["best"]
+        self._check_resumed(state)
         rngs, partials = state["rng"], state["partial"]
-        if isinstance(rngs, dict):  # written by an earlier version (one process)
-            rngs, partials = [rngs], [partials]
         if len(rngs) == self.world:
-            set_rng_state(rngs[self.rank])
+            try:
+                set_rng_state(rngs[self.rank])
+            except (TypeError, ValueError, IndexError, RuntimeError) as err:
+                raise UserError(f"{self.run_dir / checkpoint.LAST}: field 'rng' holds generator states "
+                                f"that cannot be set ({str(err).splitlines()[0][:120]}); resume from "
+                                "another run or start over with --overwrite") from None
             self.partial = partials[self.rank] if self.skip_iters else {}
         elif self.skip_iters:
             raise UserError(f"{self.run_dir / checkpoint.LAST} was stopped in the middle of an epoch "
@@ -171,6 +224,25 @@ class Trainer:
             seed_everything(epoch_seed(self.cfg.SEED, self.rank, self.start_epoch))
         self.log.info(f"resumed from {self.run_dir / checkpoint.LAST}: epoch {self.start_epoch}, "
                       f"{self.skip_iters} iterations done")
+
+    def _check_resumed(self, state: dict) -> None:
+        """What :func:`checkpoint.check_fields` cannot know: the fields against this run."""
+        path, key = self.run_dir / checkpoint.LAST, f"val_{self.task.main_metric}"
+        if self.best and not isinstance(self.best.get(key), (int, float)):
+            raise UserError(f"{path}: field 'best' has no number {key!r} ({str(self.best)[:60]}); resume "
+                            "from another run or start over with --overwrite")
+        if self.skip_iters >= self.iters_per_epoch:
+            raise UserError(f"{path}: field 'iters_done' is {self.skip_iters}, but an epoch of this "
+                            f"config has {self.iters_per_epoch} iterations; resume from another run")
+        params = {id(p): p for group in self.optimizer.param_groups for p in group["params"]}
+        for owner in (self.optimizer, getattr(self.optimizer, "base_optimizer", None)):
+            for param, slots in (getattr(owner, "state", None) or {}).items():
+                for name, value in (slots.items() if isinstance(slots, dict) else ()):
+                    if (id(param) in params and isinstance(value, torch.Tensor) and value.dim() > 0
+                            and value.shape != param.shape):
+                        raise UserError(f"{path}: optimizer state {name!r} has shape {list(value.shape)} "
+                                        f"for a parameter of shape {list(param.shape)}; the file was "
+                                        "edited or belongs to another model: resume from another run")
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self) -> dict:
@@ -186,6 +258,10 @@ class Trainer:
         notes = reference_key_notes(cfg)
         if notes:
             self.log.info("reference keys applied differently or ignored: " + "; ".join(notes))
+        if self.start_epoch >= end and (self.run_dir / "results.json").is_file():
+            self.log.info(f"the run finished already (epoch {end - 1}); its results.json is kept as it "
+                          "was (raise TRAIN.END_EPOCH with --accept-config-change to train further)")
+            return self._results(float("nan"))
         start_time = time.perf_counter()
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
@@ -221,8 +297,11 @@ class Trainer:
         return results
 
     def _on_signal(self, signum, frame) -> None:
-        if self._stop_signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
+        if self._stop_signal is not None:  # a second signal: stop now, after a checkpoint write
+            self._stop_now = signal.Signals(signum).name
+            if not self._writing:
+                raise Interrupted(self._stop_now)
+            return
         self._stop_signal = signum
         self.log.warning(f"signal {signal.Signals(signum).name}: saving a checkpoint after "
                          "this iteration, then exiting")
@@ -315,8 +394,9 @@ class Trainer:
             if better:
                 self.best = {k: v for k, v in row.items() if k.startswith("val_") or k == "epoch"}
                 if self.is_main:
-                    checkpoint.save(self.run_dir / checkpoint.BEST, model=self.model.state_dict(),
-                                    epoch=epoch, metrics=self.best, config=self.cfg.to_dict())
+                    with self._uninterrupted():
+                        checkpoint.save(self.run_dir / checkpoint.BEST, model=self.model.state_dict(),
+                                        epoch=epoch, metrics=self.best, config=self.cfg.to_dict())
         self._save_last(epoch + 1, 0)
         if self.is_main:
             self.tb.scalars("epoch", row, epoch)
