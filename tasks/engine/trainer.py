@@ -261,6 +261,7 @@ class Trainer:
         if self.start_epoch >= end and (self.run_dir / "results.json").is_file():
             self.log.info(f"the run finished already (epoch {end - 1}); its results.json is kept as it "
                           "was (raise TRAIN.END_EPOCH with --accept-config-change to train further)")
+            self.tb.close()
             return self._results(float("nan"))
         start_time = time.perf_counter()
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
