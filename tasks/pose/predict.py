@@ -28,9 +28,9 @@ def predict_image(model, cfg, image_path, boxes, out_path=None) -> list[np.ndarr
     """Keypoints ``(J, 3)`` (x, y, score in image pixels) for each ``x, y, w, h`` box of
     ``image_path``; with ``out_path``, also a picture of the boxes and skeletons (joints
     scored above TEST.IN_VIS_THRE)."""
-    image = read_image(image_path, bool(cfg.DATASET.COLOR_RGB))
+    image = read_image(image_path, cfg.DATASET.COLOR_RGB)
     height, width = image.shape[:2]
-    size = tuple(int(v) for v in cfg.MODEL.IMAGE_SIZE)
+    size = tuple(cfg.MODEL.IMAGE_SIZE)
     centers, scales, inputs = [], [], []
     for box in boxes:
         if len(box) != 4 or not box[2] > 0 or not box[3] > 0:
@@ -43,8 +43,8 @@ def predict_image(model, cfg, image_path, boxes, out_path=None) -> list[np.ndarr
         scales.append(scale)
     model.eval()
     device = next(model.parameters()).device
-    heatmaps = predict_heatmaps(model, torch.stack(inputs).to(device), bool(cfg.TEST.FLIP_TEST),
-                                bool(cfg.TEST.SHIFT_HEATMAP))
+    heatmaps = predict_heatmaps(model, torch.stack(inputs).to(device), cfg.TEST.FLIP_TEST,
+                                cfg.TEST.SHIFT_HEATMAP)
     coords, maxvals = decode_heatmaps(heatmaps.float().cpu().numpy(), centers, scales, cfg.TEST.POST_PROCESS,
                                       cfg.TEST.BLUR_KERNEL)
     poses = [np.concatenate([c, v], axis=1) for c, v in zip(coords, maxvals)]
@@ -53,7 +53,7 @@ def predict_image(model, cfg, image_path, boxes, out_path=None) -> list[np.ndarr
         for box, pose in zip(boxes, poses):
             x, y, w, h = (int(round(v)) for v in box)
             cv2.rectangle(canvas, (x, y), (x + w, y + h), BOX_COLOR, max(1, max(width, height) // 400))
-            draw_pose(canvas, pose, float(cfg.TEST.IN_VIS_THRE), PRED_COLOR, PRED_LEFT_COLOR)
+            draw_pose(canvas, pose, cfg.TEST.IN_VIS_THRE, PRED_COLOR, PRED_LEFT_COLOR)
         write_image(canvas, Path(out_path))
     return poses
 
@@ -66,7 +66,7 @@ def pose_report(model, cfg, image_path, boxes, out_dir) -> dict:
         raise UserError("pose prediction on a picture needs the person boxes: --boxes x,y,w,h[;...]")
     stem = Path(image_path).stem
     picture, out_json = Path(out_dir) / f"{stem}_pose.jpg", Path(out_dir) / f"{stem}_keypoints.json"
-    threshold = float(cfg.TEST.IN_VIS_THRE)
+    threshold = cfg.TEST.IN_VIS_THRE
     persons = []
     for i, (box, pose) in enumerate(zip(boxes, predict_image(model, cfg, image_path, boxes, picture))):
         shown = int((pose[:, 2] > threshold).sum())
