@@ -61,8 +61,8 @@ POSE_SCHEMA = {
         "TEST_ANN_FILE": Key(""),  # annotation json of TEST_SET relative to ROOT ('' = the standard name)
         "PHOTOMETRIC": Key(False),  # albumentations colour augmentation of training crops (not in the reference)
         "SYNTHETIC": Key(False),  # ROOT holds the synthetic demo set (python -m tasks.pose.synthetic --cfg ...)
-        "SYNTHETIC_IMAGES": Key(800, ge=1),  # training images of the synthetic set
-        "SYNTHETIC_VAL_IMAGES": Key(100, ge=1),
+        "SYNTHETIC_IMAGES": Key(800, ge=1, le=100_000),  # training images of the synthetic set
+        "SYNTHETIC_VAL_IMAGES": Key(100, ge=1, le=100_000),
         "SYNTHETIC_SEED": Key(0, **SEED_RANGE),
     },
     "MODEL": {
@@ -80,7 +80,8 @@ POSE_SCHEMA = {
             "FINAL_CONV_KERNEL": Key(1, choices=(1, 3)),
             "DECONV_WITH_BIAS": Key(False),
             "NUM_DECONV_LAYERS": Key(3, ge=1),
-            "NUM_DECONV_FILTERS": Key([256, 256, 256], gt=0, check=(_non_empty, "a non-empty list of integers > 0")),
+            "NUM_DECONV_FILTERS": Key([256, 256, 256], gt=0, le=4096,
+                                      check=(_non_empty, "a non-empty list of integers from 1 to 4096")),
             "NUM_DECONV_KERNELS": Key([4, 4, 4], check=(_deconv_kernels, "a non-empty list of 2, 3 or 4")),
             "NUM_LAYERS": Key(50, choices=sorted(RESNETS)),
             # older SimpleBaseline files keep these three under EXTRA; they win when set

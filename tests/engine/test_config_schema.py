@@ -44,6 +44,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "pose" / "fixtures"
     ("pose", "MODEL.EXTRA.PRETRAINED_LAYERS", "[conv1, 3]", "expected a list of strings (or null)"),
     ("pose", "DATASET.NUM_JOINTS_HALF_BODY", "-1", "expected an integer from 0 to 17"),
     ("pose", "MODEL.IMAGE_SIZE", "[192, 1000000]", "expected a list of two integers from 1 to 4096"),
+    ("pose", "MODEL.EXTRA.NUM_DECONV_FILTERS", "[256, 100000]", "a non-empty list of integers from 1 to 4096"),
+    ("pose", "DATASET.SYNTHETIC_IMAGES", "1000000000", "expected an integer from 1 to 100000"),
 ])
 def test_meaningless_values_are_one_line_errors(task, key, value, expected):
     with pytest.raises(ConfigError) as err:
