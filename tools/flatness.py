@@ -37,6 +37,7 @@ from tasks.engine.data import seed_everything, to_device
 from tasks.engine.device import pick_device
 from tasks.engine.errors import UserError
 from tasks.engine.io import input_file, save_figure, save_json
+from tasks.engine.torchfile import memory_budget
 
 #: Top Hessian eigenvalues measured when comparing models (the paper's flatness figure).
 COMPARE_TOPK = 50
@@ -70,6 +71,28 @@ def sample_batches(task, split: str, count: int, batch_size: int, seed: int,
 def task_loss(task):
     """``task.loss`` without its stats: the scalar the curvature is taken of."""
     return lambda model, batch: task.loss(model, batch)[0]
+
+
+def check_eigenvalue_memory(model, topk: int, method: str, iters: int | None, checkpoint) -> None:
+    """Refuse, before the allocation, ``topk`` eigenvalues that the model has not (one per
+    weight) or whose vectors (Lanczos keeps every step's, power iteration ``topk``) would not
+    fit in the memory left."""
+    if topk <= 0:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    dim = sum(p.numel() for p in params)
+    if topk > dim:
+        raise UserError(f"--topk {topk}: the model of {checkpoint} has {dim} trainable weights, so at "
+                        f"most {dim} Hessian eigenvalues; use a smaller --topk")
+    vectors = min(max(topk, iters if iters is not None else max(3 * topk, 30)), dim) \
+        if method == "lanczos" else topk
+    needed = vectors * dim * params[0].element_size()
+    device = params[0].device
+    budget = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else memory_budget()
+    if needed > budget:
+        raise UserError(f"--topk {topk} ({method}) keeps {vectors} vectors of {dim} weights: "
+                        f"{needed / 2**30:.1f} GiB, more than the {budget / 2**30:.1f} GiB free; use a "
+                        "smaller --topk or --iters")
 
 
 def default_labels(checkpoints) -> list[str]:
@@ -117,6 +140,7 @@ def compare_checkpoints(cfgs_and_ckpts, labels=None, *, batches: int = 4,
             print(f"[{n}/{len(pairs)}] measuring {label} ({checkpoint})", file=sys.stderr)
         task = task_registry.get(cfg.TASK)(cfg)
         model = task.load_trained(checkpoint).to(dev)
+        check_eigenvalue_memory(model, topk, method, iters, checkpoint)
         result = flatness.measure(model, task_loss(task), data, topk=topk,
                                   trace_samples=trace_samples, landscape=landscape, steps=steps,
                                   method=method, iters=iters, seed=seed, span=span)

@@ -27,27 +27,20 @@ from .transforms import affine_matrix, box_to_center_scale, detection_box, warp_
 def predict_image(model, cfg, image_path, boxes, out_path=None) -> list[np.ndarray]:
     """Keypoints ``(J, 3)`` (x, y, score in image pixels) for each ``x, y, w, h`` box of
     ``image_path``; with ``out_path``, also a picture of the boxes and skeletons (joints
-    scored above TEST.IN_VIS_THRE)."""
+    scored above TEST.IN_VIS_THRE).  Every box is checked before any is predicted; they go
+    through the model TEST.BATCH_SIZE_PER_GPU at a time, so memory stays that of one batch
+    however many boxes there are."""
     image = read_image(image_path, cfg.DATASET.COLOR_RGB)
     height, width = image.shape[:2]
-    size = tuple(cfg.MODEL.IMAGE_SIZE)
-    centers, scales, inputs = [], [], []
     for box in boxes:
         if len(box) != 4 or not box[2] > 0 or not box[3] > 0:
             raise UserError(f"box {list(box)} is not x, y, w, h with w, h > 0")
         if detection_box(box, width, height) is None:
             raise UserError(f"box {list(box)} lies outside the image {image_path} ({width}x{height})")
-        center, scale = box_to_center_scale(box, size[0] / size[1])
-        inputs.append(to_input(warp_image(image, affine_matrix(center, scale, 0.0, size), size)))
-        centers.append(center)
-        scales.append(scale)
     model.eval()
-    device = next(model.parameters()).device
-    heatmaps = predict_heatmaps(model, torch.stack(inputs).to(device), cfg.TEST.FLIP_TEST,
-                                cfg.TEST.SHIFT_HEATMAP)
-    coords, maxvals = decode_heatmaps(heatmaps.float().cpu().numpy(), centers, scales, cfg.TEST.POST_PROCESS,
-                                      cfg.TEST.BLUR_KERNEL)
-    poses = [np.concatenate([c, v], axis=1) for c, v in zip(coords, maxvals)]
+    chunk = cfg.TEST.BATCH_SIZE_PER_GPU
+    poses = [pose for start in range(0, len(boxes), chunk)
+             for pose in _predict_boxes(model, cfg, image, boxes[start:start + chunk])]
     if out_path is not None:
         canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if cfg.DATASET.COLOR_RGB else image.copy()
         for box, pose in zip(boxes, poses):
@@ -56,6 +49,23 @@ def predict_image(model, cfg, image_path, boxes, out_path=None) -> list[np.ndarr
             draw_pose(canvas, pose, cfg.TEST.IN_VIS_THRE, PRED_COLOR, PRED_LEFT_COLOR)
         write_image(canvas, Path(out_path))
     return poses
+
+
+def _predict_boxes(model, cfg, image: np.ndarray, boxes) -> list[np.ndarray]:
+    """The poses of one batch of checked boxes."""
+    size = tuple(cfg.MODEL.IMAGE_SIZE)
+    centers, scales, inputs = [], [], []
+    for box in boxes:
+        center, scale = box_to_center_scale(box, size[0] / size[1])
+        inputs.append(to_input(warp_image(image, affine_matrix(center, scale, 0.0, size), size)))
+        centers.append(center)
+        scales.append(scale)
+    device = next(model.parameters()).device
+    heatmaps = predict_heatmaps(model, torch.stack(inputs).to(device), cfg.TEST.FLIP_TEST,
+                                cfg.TEST.SHIFT_HEATMAP)
+    coords, maxvals = decode_heatmaps(heatmaps.float().cpu().numpy(), centers, scales, cfg.TEST.POST_PROCESS,
+                                      cfg.TEST.BLUR_KERNEL)
+    return [np.concatenate([c, v], axis=1) for c, v in zip(coords, maxvals)]
 
 
 def pose_report(model, cfg, image_path, boxes, out_dir) -> dict:

@@ -52,3 +52,19 @@ def test_oks_nms_drops_duplicates_and_keeps_distinct_people():
     assert oks_similarity(a, 1e4, a[None], np.array([1e4]))[0] == pytest.approx(1.0)
     keep = oks_nms(poses, np.array([0.9, 0.95, 0.5]), np.full(3, 1e4), threshold=0.9)
     assert keep == [1, 2]  # the higher-scored twin survives, the far person too
+
+
+def test_many_boxes_go_through_the_model_one_batch_at_a_time(shared_data):
+    """Memory is that of TEST.BATCH_SIZE_PER_GPU crops, whatever the number of boxes (--image
+    with 4000 boxes grew with them); the poses equal those of a box predicted alone."""
+    image_path = shared_data / "coco_sample" / "images" / "val2017" / "000000000785.jpg"
+    cfg = make_config({**TINY, "TEST": {"BATCH_SIZE_PER_GPU": 16}}, task="pose")
+    torch.manual_seed(0)
+    model = PoseTask(cfg).build_model()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    boxes = [(10 + i % 300, 20 + i % 200, 60 + i % 50, 120) for i in range(200)]
+    poses = predict_image(model, cfg, image_path, boxes)
+    assert len(poses) == 200 and max(seen) <= 2 * 16  # the flip test may double a batch
+    alone = predict_image(model, cfg, image_path, boxes[-1:])[0]
+    np.testing.assert_allclose(poses[-1], alone, rtol=1e-4, atol=1e-4)

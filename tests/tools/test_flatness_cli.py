@@ -274,3 +274,16 @@ def test_comparison_bad_input_is_a_user_error(classification_run, tmp_path):
         flatness_tool.compare_checkpoints([(cfg, checkpoint), (other, checkpoint)], ["a", "b"])
     with pytest.raises(UserError, match="one distinct label"):
         flatness_tool.compare_checkpoints([(cfg, checkpoint), (cfg, checkpoint)], ["a", "a"])
+
+
+@pytest.mark.parametrize("topk, expected", [(10 ** 9, "trainable weights, so at most"),
+                                            (90000, "GiB, more than the")])
+def test_topk_beyond_the_model_or_memory_is_refused_before_the_allocation(classification_run, tmp_path,
+                                                                           capsys, topk, expected):
+    """cifar_resnet20 has ~270k weights: Lanczos for 90000 keeps 270k vectors of them, ~270 GiB."""
+    from reliability_helpers import one_error, run_main
+
+    cfg_path, checkpoint = classification_run
+    one_error(*run_main(flatness_tool.main, "--cfg", cfg_path, "--checkpoint", checkpoint, "--topk", topk,
+                        "--out", tmp_path / "flat", capsys=capsys), f"--topk {topk}", expected)
+    assert not (tmp_path / "flat").exists()
