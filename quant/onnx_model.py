@@ -73,7 +73,9 @@ def build_onnx_model(model: nn.Module, sample: torch.Tensor, opset: int = DEFAUL
     opsets = [helper.make_opsetid("", opset)]
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="bsam-suite quant.export",
                                    ir_version=helper.find_min_ir_version_for(opsets))
-    meta = {"quant_layers": json.dumps(layer_bits(model), sort_keys=True), "weight_format": weight_format}
+    layers = layer_bits(model)
+    meta = ({"quant_layers": json.dumps(layers, sort_keys=True), "weight_format": weight_format}
+            if any(info["w_bits"] for info in layers.values()) else {"weight_format": "float"})
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     helper.set_model_props(onnx_model, meta)
     onnx.checker.check_model(onnx_model)

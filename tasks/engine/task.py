@@ -158,7 +158,7 @@ _REGISTRY: dict[str, type[Task]] = {}
 #: the package a run names is imported (pose pulls in pycocotools, OpenCV drawing, ...).
 TASK_MODULES = {
     "classification": "tasks.classification",
-    "pose": "tasks.pose",
+    "pose": "tasks.pose.task",
     "qat": "tasks.qat",
 }
 
@@ -168,7 +168,7 @@ def register(name: str):
 
     def wrap(cls: type[Task]) -> type[Task]:
         home = TASK_MODULES.get(name)
-        if home is not None and not cls.__module__.startswith(home + "."):
+        if home is not None and cls.__module__ != home and not cls.__module__.startswith(home + "."):
             raise UserError(f"{cls.__module__}: TASK name {name!r} is the built-in task of {home}; "
                             f"register {cls.__name__} under another name")
         cls.name = name

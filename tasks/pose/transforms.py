@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
 from .skeleton import LOWER_BODY, UPPER_BODY, flip_permutation
@@ -67,7 +66,12 @@ def affine_matrix(center, scale, rotation: float, output_size, flip: bool = Fals
 
 
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
+    """The inverse 2x3 affine, computed as OpenCV's ``invertAffineTransform`` computes it."""
+    (a, b, c), (d, e, f) = np.asarray(matrix, dtype=np.float64)
+    det = a * e - b * d
+    inv = 1.0 / det if det != 0 else 0.0
+    a2, b2, d2, e2 = e * inv, -b * inv, -d * inv, a * inv
+    return np.array([[a2, b2, -a2 * c - b2 * f], [d2, e2, -d2 * c - e2 * f]])
 
 
 def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -78,6 +82,8 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def warp_image(image: np.ndarray, matrix: np.ndarray, output_size) -> np.ndarray:
     """Crop with bilinear sampling; outside the image is black (as in SimpleBaseline)."""
+    import cv2  # here, not at the top: the rest of the geometry serves NumPy-only decoding
+
     return cv2.warpAffine(
         image, matrix, (int(output_size[0]), int(output_size[1])), flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT, borderValue=0,

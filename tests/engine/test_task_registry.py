@@ -93,7 +93,7 @@ def test_custom_imports_must_be_a_list_of_module_names():
 
 def test_a_task_of_ones_own_cannot_take_a_built_in_name(own_registry):
     module = own_registry("takes_pose", REGISTERS_TOY.format(name="pose"))
-    with pytest.raises(UserError, match="'pose' is the built-in task of tasks.pose; register Toy under another name"):
+    with pytest.raises(UserError, match="'pose' is the built-in task of tasks.pose.task; register Toy under another name"):
         config.make_config({"CUSTOM_IMPORTS": [module]})
 
 

@@ -46,8 +46,8 @@ def test_float_model_exports_with_float_weights(tmp_path):
     proto = onnx.load(out)
     assert {t.data_type for t in proto.graph.initializer} <= {TensorProto.FLOAT, TensorProto.INT64}
     assert not [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    bits = json.loads({p.key: p.value for p in proto.metadata_props}["quant_layers"])
-    assert bits and all(v["w_bits"] is None for v in bits.values())
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["weight_format"] == "float" and "quant_layers" not in meta  # no block of null entries
     assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == ["float.onnx"]  # no temp file left
     # a dynamic batch dimension
     assert run_onnx(out, x[:3].numpy()).shape == (3, 10)
