@@ -3,7 +3,6 @@ trained (2 iterations), measured and reported, and --dry-run lists every run's c
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import subprocess
@@ -39,21 +38,67 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
+LEDGER = REPO / "benchmarks" / "results" / "reproduce_cifar_converged"
+#: The preset's first 18 runs, finished in the committed ledger.
+FIRST_RUNS = [f"{m}_noise0_seed{s}" for s in range(3) for m in ("sgd", "sam", "bsam", "bsam_ref")] + [
+    "sgd_noise40_seed0", "sam_noise40_seed0", "bsam_noise40_seed0", "sgd_x3_noise0_seed0", "sam_x1.5_noise0_seed0",
+    "sgd_fp32_noise0_seed0"]
+
+
 def test_dry_run_lists_every_run_and_the_time():
     proc = run("--dry-run")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "18 runs" in out and "estimated" in out
-    for name in ("sgd_noise0_seed2", "bsam_ref_noise0_seed1", "sgd_x3_noise0_seed0", "sam_x1.5_noise0_seed0",
-                 "bsam_noise40_seed0", "sgd_fp32_noise0_seed0"):
+    assert "37 runs" in out and "estimated" in out
+    for name in ("sgd_x3_noise0_seed2", "sam_x1.5_noise0_seed1", "bsam_look5_noise0_seed2", "bsam_every5_noise0_seed0",
+                 "sam_look5_noise0_seed1", "sgd_x1.4_noise0_seed2", "sgd_x1.2_noise0_seed0"):
         assert name in out
-    assert out.count("python tools/train.py") == 18
+    assert out.count("python tools/train.py") == 37
     assert "DATASET.TRAIN_PER_CLASS 100" in out and "AMP bf16" in out and "TRAIN.END_EPOCH 450" in out
+    # SGD at the cheap variants' compute: 150 epochs x 1.4 and x 1.2 passes per step
+    assert "TRAIN.END_EPOCH 210" in out and "TRAIN.END_EPOCH 180" in out
+    assert "SAM.INTERVAL 5 SAM.REUSE look" in out and "SAM.INTERVAL 5 SAM.REUSE none" in out
+    # the ledger's records are reused wherever the checkout and the data live
+    listed = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("  "))
+    assert all(listed[name].strip() == "done" for name in FIRST_RUNS if (LEDGER / f"{name}.json").is_file())
+
+
+def test_tuned_rows_train_at_the_values_their_sweep_chose(tmp_path):
+    """--tuned lists a sweep per tuned method (on a 10% validation split); once a sweep holds
+    its trials, its best values are the tuned rows' options."""
+    out = tmp_path / "bench"
+    trials = [{"state": "complete", "params": {"SAM.RHO": 0.0123}, "value": 40.0},
+              {"state": "fail", "params": {"SAM.RHO": 0.4}, "value": None}]
+    best = {**trials[0], "trial": 0, "run": "tune_sam_trial000"}
+    (out / "sweeps" / "sam_tuned").mkdir(parents=True)
+    (out / "sweeps" / "sam_tuned" / "trials.json").write_text(json.dumps({"trials": trials, "best": best}))
+    proc = run("--tuned", "--tune-trials", "2", "--dry-run", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("python tools/sweep.py") == 2 and "--trials 2" in proc.stdout
+    assert "--space SAM.RHO=log:0.005:0.5 --space SAM.RHO_MIN=log:0.001:0.5" in proc.stdout
+    assert "DATASET.VAL_FROM_TRAIN 0.1" in proc.stdout
+    sam = [line for line in proc.stdout.splitlines() if "NAME sam_tuned_noise0_seed1" in line]
+    assert len(sam) == 1 and "SAM.METHOD sam SAM.RHO 0.0123 " in sam[0]
+    listed = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line.startswith("  "))
+    assert "after its sweep" in listed["bsam_tuned_noise0_seed0"]  # its sweep has not run
+    assert "after its sweep" not in listed["sam_tuned_noise0_seed0"]
+
+
+def test_same_recipe_ignores_where_the_checkout_and_the_data_are():
+    """A ledger written from /work/main (data at ../shared/data/...) is reused from a checkout
+    elsewhere, which sees the same data folder by another path."""
+    from benchmarks.reproduction.plan import same_recipe
+
+    recipe = ["DATASET.ROOT", "../shared/data/cifar10_subset", "TRAIN.LR", "0.05", "OUTPUT_DIR", "a"]
+    moved = ["DATASET.ROOT", "/work/shared/data/cifar10_subset", "TRAIN.LR", "0.05", "OUTPUT_DIR", "b"]
+    assert same_recipe(recipe, moved)
+    assert not same_recipe(recipe, ["DATASET.ROOT", "/data/cifar100", "TRAIN.LR", "0.05"])
+    assert not same_recipe(recipe, [*moved[:3], "0.1"])
 
 
 def test_smoke_every_row(cifar_like, tmp_path):
     out = tmp_path / "bench"
-    proc = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0",
+    proc = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0", "--variant-seeds",
                "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--compare-topk", "3",
                "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -75,10 +120,25 @@ def test_smoke_every_row(cifar_like, tmp_path):
         "sgd_noise0_seed0", "sam_noise0_seed0", "bsam_noise0_seed0", "bsam_ref_noise0_seed0"]
     assert len(list((out / "flatness").glob("*.png"))) >= 2
     # finished runs are reused, not retrained
-    again = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0",
+    again = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0", "--variant-seeds",
                 "--lanczos-iters", "2", "--trace-samples", "1", "--landscape-steps", "3", "--compare-topk", "3",
                 "--out", str(out), "--report")
     assert again.returncode == 0 and "10 done, 0 to run" in again.stdout
+
+
+def test_cheap_variants_train_and_report_their_passes(cifar_like, tmp_path):
+    out = tmp_path / "bench"
+    proc = run("--data", str(cifar_like), "--epochs", "1", "--max-iters", "2", "--seeds", "0", "--methods", "sam_look5",
+               "bsam_every5", "--noise", "0", "--compute-seeds", "--lanczos-iters", "2", "--trace-samples", "1",
+               "--landscape-steps", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {r["row"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"sam_look5_noise0", "bsam_every5_noise0"}
+    assert rows["sam_look5_noise0"]["passes"] == 1.2 and rows["bsam_every5_noise0"]["passes"] == 1.4
+    table = (out / "results.md").read_text()
+    assert "| passes |" in table and "| SAM look k=5 (LookSAM) |" in table
+    runs = {r["name"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert "SAM.INTERVAL" in runs["sam_look5_noise0_seed0"]["opts"]
 
 
 def test_a_run_another_process_holds_is_left_to_it(cifar_like, tmp_path):
@@ -109,15 +169,13 @@ def test_a_run_another_process_holds_is_left_to_it(cifar_like, tmp_path):
 def test_time_axis_is_each_runs_cpu_time_also_for_a_resumed_run():
     """A resumed run's curve spans every attempt while its wall_seconds is the last attempt's:
     the plotted time must end at the run's CPU time, not at the curve stretched by their ratio."""
-    spec = importlib.util.spec_from_file_location("reproduce_cifar_bench", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up there
-    spec.loader.exec_module(bench)
+    from benchmarks.reproduction.report import figure
+
     row = {"row": "sgd_noise0", "noise": 0.0, "mult": 1, "label": "SGD", "amp": "default"}
     records = [{"row": "sgd_noise0", "curve": [[100.0, 30.0], [400.0, 45.0]], "cpu_seconds": 600.0,
                 "wall_seconds": 100.0},  # resumed: the last attempt trained 100 of the 400 s
                {"row": "sgd_noise0", "curve": [[150.0, 32.0], [300.0, 47.0]], "cpu_seconds": 300.0,
                 "wall_seconds": 300.0}]
-    line = bench.figure([row], records).axes[0].get_lines()[0]
+    line = figure([row], records).axes[0].get_lines()[0]
     assert list(line.get_xdata()) == pytest.approx([(150 + 150) / 2 / 60, (600 + 300) / 2 / 60])
     assert list(line.get_ydata()) == pytest.approx([31.0, 46.0])

@@ -4,7 +4,6 @@ trial, and the one-line errors of a bad --space."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
