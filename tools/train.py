@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 from tasks.engine import cli, distributed, run_dir, stored_run, trainer
 from tasks.engine.errors import UserError
@@ -36,6 +37,8 @@ def main() -> int:
     args.resume = bool(args.resume)
     auto = "auto" if (cfg.TRAIN.RESUME or cfg.AUTO_RESUME) else False
     main_process = os.environ.get("RANK", "0") == "0"
+    if not main_process:  # rank 0 shows the libraries' warnings; the same N times would bury the log
+        warnings.simplefilter("ignore")
     with run_dir.claim(run_dir.run_dir_of(cfg), args.resume or auto, args.overwrite, main_process) as claim:
         run = trainer.Trainer(cfg, resume=claim.resume, accept_config_change=args.accept_config_change)
         if claim.moved_to is not None:
@@ -43,7 +46,7 @@ def main() -> int:
         try:
             results = run.fit()
         except UserError as err:
-            run.log.error(f"error: {cli.one_line(err)}")
+            run.log.error(f"error: {cli.one_line(err)}", extra={"file_only": True})  # cli.run prints it
             raise
     stopped = bool(results.get("stopped"))
     if run.is_main and not stopped:

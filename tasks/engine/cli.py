@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -30,7 +31,8 @@ def run(main: Callable[[], int | None]) -> None:
     try:
         code = main()
     except UserError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")
+        print(f"{'' if rank == '0' else f'[rank {rank}] '}error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as err:
         print(f"error: stopped at once by a second {err}; the last complete checkpoint is kept: "

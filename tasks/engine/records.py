@@ -8,7 +8,9 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from .errors import UserError
 from .io import atomic_write, save_figure
@@ -18,16 +20,18 @@ DIAGNOSTICS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm", "cos_g0_g2",
 
 
 def make_logger(run_dir: Path | None, name: str = "bsam") -> logging.Logger:
-    """Console + ``run_dir/train.log`` (rank 0); other ranks log warnings only."""
+    """Console + ``run_dir/train.log`` (rank 0); the other ranks (``run_dir`` None) log
+    errors only, so that every console line of a distributed run appears once."""
     logger = logging.getLogger(name)
     for handler in list(logger.handlers):  # an earlier run in this process
         logger.removeHandler(handler)
         handler.close()
     logger.propagate = False
-    logger.setLevel(logging.INFO if run_dir is not None else logging.WARNING)
+    logger.setLevel(logging.INFO if run_dir is not None else logging.ERROR)
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(fmt)
+    console.addFilter(lambda record: not getattr(record, "file_only", False))
     logger.addHandler(console)
     if run_dir is not None:
         file = _LogFile(_open_log(run_dir / "train.log"))
@@ -53,6 +57,45 @@ def _open_log(path: Path):
         hint = "it is a symbolic link; remove it" if path.is_symlink() else "check the run folder"
         raise UserError(f"cannot open {path}: {err.strerror}; {hint}") from None
     return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``7m05s``, ``3h12m``: short enough for a progress line."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """A sign of life within an epoch: a line at its first iteration, then every ``print_freq``
+    iterations and at least every ``interval`` seconds, with the time per iteration and the
+    estimated time left in the epoch and in the run (its training iterations; evaluations
+    come on top).  ``console=False`` sends the lines to ``train.log`` only, for when a
+    progress bar shows them on the console already."""
+
+    def __init__(self, log: logging.Logger, iters_per_epoch: int, end_epoch: int, print_freq: int,
+                 interval: float = 30.0, clock: Callable[[], float] = time.perf_counter):
+        self.log, self.iters, self.end_epoch = log, iters_per_epoch, end_epoch
+        self.print_freq, self.interval, self.clock = print_freq, interval, clock
+        self.epoch, self.first, self.last_line = None, 0, 0.0
+
+    def step(self, epoch: int, it: int, started: float, loss: float, lr: float, console: bool = True) -> None:
+        """After iteration ``it`` (1-based) of ``epoch``, which started at ``started`` (``clock``)."""
+        now = self.clock()
+        if epoch != self.epoch:
+            self.epoch, self.first = epoch, it - 1  # it - 1 iterations were done before (a resume)
+        elif it % self.print_freq and now - self.last_line < self.interval:
+            return
+        self.last_line = now
+        per_iter = (now - started) / max(it - self.first, 1)
+        left_epoch = (self.iters - it) * per_iter
+        left_run = left_epoch + max(self.end_epoch - epoch - 1, 0) * self.iters * per_iter
+        self.log.info(f"epoch {epoch} it {it}/{self.iters} loss {loss:.4f} lr {lr:.4g} | {per_iter:.2f} s/it, "
+                      f"epoch ETA {duration(left_epoch)}, run ETA {duration(left_run)}",
+                      extra={"file_only": not console})
 
 
 class DiagnosticsMeter:

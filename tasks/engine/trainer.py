@@ -29,7 +29,7 @@ from .errors import Interrupted, UserError
 from .guard import NonFiniteSteps
 from .io import save_json
 from .optimization import build_optimizer, optimizer_summary
-from .records import (DiagnosticsMeter, TensorBoard, epoch_line, make_logger, plot_curves,
+from .records import (DiagnosticsMeter, Progress, TensorBoard, epoch_line, make_logger, plot_curves,
                       write_metrics_csv)
 from .reference_keys import reference_key_notes
 from .run_dir import run_dir_of
@@ -80,6 +80,7 @@ class Trainer:
         self.iters_per_epoch = len(self.train_loader)
         if cfg.TRAIN.MAX_ITERS_PER_EPOCH:
             self.iters_per_epoch = min(self.iters_per_epoch, cfg.TRAIN.MAX_ITERS_PER_EPOCH)
+        self.progress = Progress(self.log, self.iters_per_epoch, cfg.TRAIN.END_EPOCH, cfg.PRINT_FREQ)
 
         model = self.task.build_model().to(self.device)
         self.task.setup(model, self.train_loader, self.device)
@@ -338,8 +339,7 @@ class Trainer:
                     postfix["rho_min"] = f"{diag['rho_min']:.3g}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update()
-                if it % self.cfg.PRINT_FREQ == 0 and bar.disable:
-                    self.log.info(f"epoch {epoch} it {it}/{self.iters_per_epoch} loss {loss:.4f} lr {lr:.4g}")
+                self.progress.step(epoch, it, started, loss, lr, console=bool(bar.disable))
             # one agreed decision: a signal on any rank stops every rank after this iteration
             if dist.any_rank(self._stop_signal is not None) and it < self.iters_per_epoch:
                 self.partial = {**sums, "_diagnostics": diagnostics.state()}

@@ -103,3 +103,10 @@ def test_the_mismatch_is_told_in_whole_keys():
     text = mismatch_summary(err.value)
     assert text.startswith("unexpected: 3.weight, 3.bias; size mismatch for 0.weight: copying a param")
     assert text.endswith("(and 2 more)")  # 0.bias, 1.weight
+
+
+def test_training_logs_progress_and_says_where_its_outputs_are(trained):
+    _, run_dir = trained
+    log = (run_dir / "train.log").read_text()
+    assert " epoch 0 it 1/2 loss " in log and "epoch ETA" in log and "run ETA" in log
+    assert f"outputs in {run_dir}/" in log and "pictures: confusion_matrix.png, curves.png" in log
