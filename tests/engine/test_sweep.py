@@ -148,3 +148,21 @@ def test_a_changed_definition_is_refused(sweep_cfg, tmp_path, capsys):
     code, err = run_main(sweep_tool.main, "--cfg", cfg, "--space", "TRAIN.LR=log:0.01:0.1", "--out", out,
                          "--report", capsys=capsys)
     one_error(code, err, "study 'tiny'", "was created with space", "another --study")
+
+
+def test_median_pruner_stops_a_trial_below_the_earlier_ones_and_skips_reported_epochs():
+    from tasks.engine.sweep.trial import _pruning_hook, _Progress
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    first = study.ask()
+    first.report(90.0, 0)
+    study.tell(first, 90.0)
+    trial, progress = study.ask(), _Progress("val_top1", reported={0})
+    hook = _pruning_hook(trial, progress)
+    hook(0, {"val_top1": 10.0})  # held by Optuna already (a trial taken over): not reported again
+    assert study.trials[1].intermediate_values == {} and progress.epochs == 1
+    hook(1, {"train_loss": 1.0})  # an epoch without evaluation
+    progress.reported.clear()
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 0"):
+        hook(0, {"val_top1": 10.0})
+    assert study.trials[1].intermediate_values == {0: 10.0}
