@@ -1,7 +1,7 @@
 """Redraw docs/pose_demo_example.jpg from a finished demo run: a few validation images
 enlarged before drawing, so that the skeletons are readable on a web page (the run's own
-pose_pictures/ are drawn at the images' size, about 200 pixels).  Predictions orange (left
-side blue) over the ground truth in green, as in the run's pictures.
+pose_pictures/ are enlarged too, one picture each).  Predictions orange (left side blue) over
+the ground truth in magenta, as in the run's pictures.
 
     python docs/pose_demo_figure.py output/pose/pose_bsam_demo [docs/pose_demo_example.jpg]
 """
