@@ -1,15 +1,17 @@
 """Training throughput of SGD, SAM and BSAM on the same model and data, side by side,
 with the cheaper steps (SAM.INTERVAL k, every-k and LookSAM reuse) at k = 2, 5, 10.
 
-Each variant gets its own trainer (one process) and a warm-up epoch; then the variants take
-turns for ``--rounds`` timed epochs of ``--iters`` iterations each, and each keeps its best
-round, so a neighbour's load on a shared machine hits all variants alike.  Prints images/s,
+Each variant gets its own trainer (one process) and a warm-up of 10 iterations; then the
+variants take turns for ``--rounds`` timed epochs of ``--iters`` iterations each, and each
+keeps its best round.  ``--clock cpu`` (the default) times the process's CPU time, which a
+neighbour's load on a shared machine barely changes (run with OMP_NUM_THREADS=1); ``wall``
+times wall-clock seconds, for a machine of one's own or a GPU.  Prints images/s,
 the ratio to SGD and the ideal ratio 1 / (1 + (passes - 1) / k): two passes make SAM's ideal
 1/2 and three make BSAM's 1/3; what is above that is optimizer overhead and data loading.
 Keep ``--iters`` a multiple of 10 so that every k sees the same share of full steps.
 
     python benchmarks/train_throughput.py [--cfg configs/demo/cls_cifar10_subset_tiny.yaml]
-        [--iters 20] [--rounds 2] [--intervals 2 5 10] [--opts KEY VALUE ...]
+        [--iters 20] [--rounds 2] [--intervals 2 5 10] [--clock cpu|wall] [--opts KEY VALUE ...]
 """
 from __future__ import annotations
 
@@ -18,10 +20,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import torch
+
 from tasks.engine import config
 from tasks.engine.trainer import Trainer
 
 PASSES = {"none": 1, "sam": 2, "bsam": 3}
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+WARMUP_ITERS = 10  # a multiple of every k: the timed epochs start at a full step
 
 
 @dataclass(frozen=True)
@@ -54,25 +60,32 @@ def variants(intervals: list[int]) -> list[Variant]:
     return out
 
 
-def epoch_rate(trainer: Trainer, epoch: int) -> float:
-    start = time.perf_counter()
+def epoch_rate(trainer: Trainer, epoch: int, clock) -> float:
+    start = clock()
     trainer.train_epoch(epoch)
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     return trainer.iters_per_epoch * trainer.cfg.TRAIN.BATCH_SIZE_PER_GPU / seconds
 
 
+def warm_up(trainer: Trainer) -> None:
+    """A short first epoch: allocations, first touch of the data, the first full step."""
+    iters, trainer.iters_per_epoch = trainer.iters_per_epoch, WARMUP_ITERS
+    trainer.train_epoch(0)
+    trainer.iters_per_epoch = iters
+
+
 def measure(cfg_path: str, chosen: list[Variant], iters: int, rounds: int, opts: list[str],
-            out: str) -> dict[Variant, float]:
+            out: str, clock) -> dict[Variant, float]:
     trainers = {}
     for v in chosen:
         cfg = config.load(cfg_path, [*opts, *v.opts(), "OUTPUT_DIR", out,
                                      "TRAIN.MAX_ITERS_PER_EPOCH", str(iters)])
         trainers[v] = Trainer(cfg)
-        trainers[v].train_epoch(0)  # warm-up: allocations, first-touch of the data
+        warm_up(trainers[v])
     best = dict.fromkeys(chosen, 0.0)
     for epoch in range(1, rounds + 1):
         for v, trainer in trainers.items():
-            best[v] = max(best[v], epoch_rate(trainer, epoch))
+            best[v] = max(best[v], epoch_rate(trainer, epoch, clock))
     return best
 
 
@@ -83,14 +96,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timed epochs per variant (best kept)")
     parser.add_argument("--intervals", type=int, nargs="*", default=[2, 5, 10],
                         help="SAM.INTERVAL values of the cheaper rows (none: only SGD, SAM, BSAM)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="cpu",
+                        help="cpu: the process's CPU time (robust on a shared machine); wall: seconds")
     parser.add_argument("--opts", nargs="*", default=[])
     args = parser.parse_args()
     chosen = variants(args.intervals)
     with tempfile.TemporaryDirectory() as out:
-        rates = measure(args.cfg, chosen, args.iters, args.rounds, args.opts, out)
+        rates = measure(args.cfg, chosen, args.iters, args.rounds, args.opts, out, CLOCKS[args.clock])
     sgd = rates[chosen[0]]
-    print(f"\n{args.cfg}, {args.iters} iterations per epoch, best of {args.rounds} epochs per variant\n")
-    print("| method | passes / step | images/s | vs SGD | ideal | vs ideal |")
+    print(f"\n{args.cfg}, {args.iters} iterations per epoch, best of {args.rounds} epochs per "
+          f"variant, {args.clock} time, {torch.get_num_threads()} thread(s)\n")
+    print(f"| method | passes / step | images / {args.clock} s | vs SGD | ideal | vs ideal |")
     print("|---|---:|---:|---:|---:|---:|")
     for v in chosen:
         ratio = rates[v] / sgd

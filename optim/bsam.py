@@ -60,12 +60,12 @@ class BSAM(SharpnessAwareOptimizer):
                  rho_min_end: float | None = None, lr_end_ratio: float = 0.0,
                  adaptive: bool = False, reference_compat: bool = False, model=None,
                  clip_grad_norm: float = 0.0, interval: int = 1, reuse: str = "none",
-                 reuse_alpha: float = 0.7, **base_kwargs):
+                 reuse_alpha: float = 0.7, perturb: str = "global", **base_kwargs):
         if rho_min < 0 or (rho_min_end is not None and rho_min_end < 0):
             raise ValueError(f"rho_min and rho_min_end must be >= 0, got {rho_min}, {rho_min_end}")
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, model=model,
                          clip_grad_norm=clip_grad_norm, interval=interval, reuse=reuse,
-                         reuse_alpha=reuse_alpha,
+                         reuse_alpha=reuse_alpha, perturb=perturb,
                          extra_defaults=dict(rho_min=rho_min, rho_min_end=rho_min_end),
                          **base_kwargs)
         for group in self.param_groups:  # each group's own anchors: its LR now and at the end

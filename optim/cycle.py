@@ -20,7 +20,8 @@ REUSE_RULES = ("none", "look")
 
 @dataclass
 class Cycle:
-    #: steps begun so far; step ``t`` is full when ``t % interval == 0``
+    #: optimizer steps so far (counted as each is prepared); step ``t`` is full when
+    #: ``t % interval == 0``
     steps_begun: int = 0
     #: LookSAM's v per parameter: the last full direction's part orthogonal to its g0,
     #: in the gradients' true units (divided by the loss scale)
@@ -31,27 +32,29 @@ class Cycle:
     #: the key of the cycle in the optimizer's state_dict
     KEY = "sharpness_aware_cycle"
 
-    def begin_step(self, interval: int) -> bool:
-        """Count a new step; whether it is a full one."""
-        full = self.steps_begun % interval == 0
-        self.steps_begun += 1
-        return full
+    def is_full(self, interval: int) -> bool:
+        """Whether the step now beginning is a full one."""
+        return self.steps_begun % interval == 0
 
+    @staticmethod
     @torch.no_grad()
-    def hold_orthogonal(self, groups, direction: list[list[Tensor]], g0: list[list[Tensor]],
-                        g0_norm: float, grad_scale: float) -> None:
-        """v = D - (<D, g0> / (||g0||^2 + eps)) g0, for the direction D of a full step."""
+    def orthogonal_part(groups, direction: list[list[Tensor]], g0: list[list[Tensor]],
+                        g0_norm: float, grad_scale: float) -> dict[Tensor, Tensor]:
+        """v = D - (<D, g0> / (||g0||^2 + eps)) g0 for the direction D of a full step, per
+        parameter, divided by the loss scale."""
         coefficient = global_dot(direction, g0) / (g0_norm ** 2 + 1e-12)
-        held: dict[Tensor, Tensor] = {}
+        v: dict[Tensor, Tensor] = {}
         for (_, params), d, g in zip(groups, direction, g0):
-            v = [self.v.get(p) if self.v.get(p) is not None else torch.empty_like(p) for p in params]
-            torch._foreach_copy_(v, d)
-            torch._foreach_add_(v, g, alpha=-coefficient)
+            part = torch._foreach_add(d, g, alpha=-coefficient)
             if grad_scale != 1.0:
-                torch._foreach_div_(v, grad_scale)
-            held.update(zip(params, v))
-        self.v = held
-        self.v_norm = global_norm([list(held.values())])
+                torch._foreach_div_(part, grad_scale)
+            v.update(zip(params, part))
+        return v
+
+    def hold(self, v: dict[Tensor, Tensor]) -> None:
+        """Keep ``v`` until the next full step."""
+        self.v = v
+        self.v_norm = global_norm([list(v.values())])
 
     def state_dict(self, params: list[Tensor]) -> dict:
         index = {p: i for i, p in enumerate(params)}

@@ -36,6 +36,7 @@ def build(
     interval: int = 1,
     reuse: str = "none",
     reuse_alpha: float = 0.7,
+    perturb: str = "global",
     fused: bool = False,
 ) -> torch.optim.Optimizer:
     """A base optimizer (``sgd`` | ``adam`` | ``adamw``), wrapped by ``method``
@@ -44,7 +45,8 @@ def build(
     rho_min schedule (the LR the schedule ends at, as a fraction of each group's LR).
     ``clip_grad_norm`` > 0 clips what the base optimizer receives (for ``none``: the
     gradient; call ``step()`` without a closure then).  ``interval``, ``reuse`` and
-    ``reuse_alpha``: the cheaper steps of the wrappers (see :class:`SharpnessAwareOptimizer`).
+    ``reuse_alpha``: the cheaper steps of the wrappers; ``perturb``: whose gradient a
+    perturbation follows (see :class:`SharpnessAwareOptimizer`; ignored by ``none``).
 
     The base optimizer runs torch's multi-tensor (``foreach``) update, bit-identical to its
     per-parameter loop, which torch otherwise uses on the CPU (Adam on a ResNet-18: 0.66x the
@@ -65,7 +67,7 @@ def build(
         clip_before_step(plain, clip_grad_norm)
         return plain
     shared = dict(model=model, clip_grad_norm=clip_grad_norm, interval=interval, reuse=reuse,
-                  reuse_alpha=reuse_alpha, **base_kwargs)
+                  reuse_alpha=reuse_alpha, perturb=perturb, **base_kwargs)
     if method in ("sam", "asam"):
         return SAM(params, base_cls, rho=rho, adaptive=adaptive or method == "asam", **shared)
     return BSAM(params, base_cls, rho=rho, rho_min=rho_min, rho_min_end=rho_min_end,

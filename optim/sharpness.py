@@ -12,6 +12,7 @@ Subclasses differ only in the passes that make them different (see ``sam.py``, `
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import warnings
@@ -24,9 +25,13 @@ from torch.optim import Optimizer
 
 from .bn import frozen_bn_stats
 from .cycle import REUSE_RULES, Cycle
-from .tensors import clip_before_step, detach_gradients, global_norm, grads_of
+from .tensors import (add_into, average_across_processes, clip_before_step, detach_gradients,
+                      global_norm, grads_of)
 
 EPS = 1e-12  # the normative epsilon (docs/bsam_rule.md): e = rho * g / (||g|| + 1e-12)
+#: whose gradient a perturbation follows: ``global`` the whole step's batch (all processes,
+#: all micro-batches), ``local`` each process's own micro-batch
+PERTURB_RULES = ("global", "local")
 
 
 class Phase(enum.Enum):
@@ -37,6 +42,7 @@ class Phase(enum.Enum):
     AT_W = "a step between full steps: weights at w, g0 in p.grad"
     READY = "the final direction is in p.grad; the base step is next"
     FAILED = "a pass was non-finite: weights at w, gradients NaN, the step is skipped"
+    SKIPPED = "a failed step was prepared: gradients NaN, no base step follows"
 
 
 @dataclass
@@ -83,6 +89,11 @@ class SharpnessAwareOptimizer(Optimizer):
     g0 + reuse_alpha * (||g0|| / ||v||) * v, where v is the part of the last full step's
     direction orthogonal to its g0 (docs/bsam_rule.md, "Cheaper steps").
 
+    ``perturb="local"`` perturbs each process (and, with accumulation, each micro-batch)
+    with its own gradient ("m-sharpness"): run every backward of the step without gradient
+    synchronisation (DDP's ``no_sync``; :func:`run_step` does) and the optimizer averages the
+    final direction over the processes in one all-reduce before the base step.
+
     ``rho_scale`` (an attribute, default 1) multiplies every radius (rho, and BSAM's
     rho_min): set it each iteration for a rho warm-up from 0.
     """
@@ -102,6 +113,7 @@ class SharpnessAwareOptimizer(Optimizer):
         interval: int = 1,
         reuse: str = "none",
         reuse_alpha: float = 0.7,
+        perturb: str = "global",
         extra_defaults: dict | None = None,
         **base_kwargs,
     ):
@@ -113,6 +125,8 @@ class SharpnessAwareOptimizer(Optimizer):
         if rho < 0:
             raise ValueError(f"rho must be >= 0, got {rho}")
         _check_cheap_steps(interval, reuse, reuse_alpha)
+        if perturb not in PERTURB_RULES:
+            raise ValueError(f"perturb must be one of {', '.join(PERTURB_RULES)}, got {perturb!r}")
         defaults = dict(rho=rho, adaptive=adaptive, **(extra_defaults or {}), **base_kwargs)
         super().__init__(params, defaults)
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
@@ -121,12 +135,17 @@ class SharpnessAwareOptimizer(Optimizer):
         self.model = model
         self.rho_scale = 1.0
         self.interval, self.reuse, self.reuse_alpha = interval, reuse, reuse_alpha
+        self.perturb = perturb
         clip_before_step(self.base_optimizer, clip_grad_norm)
         #: diagnostics of the last step (floats, in the gradients' true units), for logging
         self.last_stats: dict[str, float] = {}
         self._step = StepState(groups=[])
         #: what lasts from step to step: the step count and LookSAM's held direction
         self.cycle = Cycle()
+        #: local perturbation with micro-batches: the directions (and LookSAM's v) of the
+        #: micro-batches done so far in this optimizer step, summed per parameter
+        self._direction_sum: dict[Tensor, Tensor] = {}
+        self._v_sum: dict[Tensor, Tensor] = {}
 
     @property
     def mean_passes(self) -> float:
@@ -149,7 +168,8 @@ class SharpnessAwareOptimizer(Optimizer):
         (after :meth:`prepare_update`): this is what ``GradScaler.step(optimizer)`` calls.
         """
         if closure is not None:
-            return run_step(self, torch.enable_grad()(closure))
+            with_grad = torch.enable_grad()(closure)
+            return run_step(self, lambda _: with_grad())[0]
         if self._step.phase is not Phase.READY:
             raise RuntimeError(
                 f"{type(self).__name__}.step() needs a closure, or call prepare_update() "
@@ -162,7 +182,9 @@ class SharpnessAwareOptimizer(Optimizer):
         """Finish a step run by hand: prepare the final direction (unless
         :meth:`prepare_update` already did) and step the base optimizer.  Returns False (and
         warns, leaving weights and base state unchanged) on a non-finite pass."""
-        if self._step.phase is not Phase.READY and not self.prepare_update():
+        if self._step.phase not in (Phase.READY, Phase.SKIPPED):
+            self.prepare_update()
+        if self._step.phase is Phase.SKIPPED:
             self._warn_skip()
             return False
         self.step()
@@ -183,7 +205,7 @@ class SharpnessAwareOptimizer(Optimizer):
         groups = [(group, [p for p in group["params"] if p.grad is not None])
                   for group in self.param_groups]
         s = self._step = StepState(groups=[(g, ps) for g, ps in groups if ps],
-                                   full=self.cycle.begin_step(self.interval))
+                                   full=self.cycle.is_full(self.interval))
         grads = [grads_of(ps) for _, ps in s.groups]
         s.norms["grad_norm"] = global_norm(grads)
         s.perturbation_norm = self._perturbation_norm(grads) if s.full else s.norms["grad_norm"]
@@ -208,18 +230,22 @@ class SharpnessAwareOptimizer(Optimizer):
         return False
 
     @torch.no_grad()
-    def prepare_update(self, grad_scale: float = 1.0) -> bool:
+    def prepare_update(self, grad_scale: float = 1.0, *, last_micro_batch: bool = True) -> bool:
         """After the last backward: restore the weights and leave the final direction in
         ``p.grad``, for :meth:`update` or ``GradScaler.step``.  ``grad_scale``: the factor
         the losses were scaled by (``scaler.get_scale()``), so that ``last_stats`` are in
         true units.  On a non-finite pass the gradients are filled with NaN (so that a
-        ``GradScaler`` sees the overflow) and False is returned."""
+        ``GradScaler`` sees the overflow) and False is returned.
+
+        With ``perturb="local"`` and micro-batches, each micro-batch runs its own passes and
+        calls this with ``last_micro_batch=False`` but the last: the directions are summed
+        and the sum is averaged over the processes after the last one."""
         s = self._step
         if s.phase is Phase.AT_W:
             self._between_full_steps(grad_scale)
         elif s.phase is self._last_pass:
             self._combine(grad_scale)
-        elif s.phase is Phase.READY:
+        elif s.phase in (Phase.READY, Phase.SKIPPED):
             raise RuntimeError(f"{type(self).__name__}.prepare_update() was called twice for "
                                "one step; take the step with update() or GradScaler.step()")
         elif s.phase is not Phase.FAILED:
@@ -227,7 +253,12 @@ class SharpnessAwareOptimizer(Optimizer):
                                f"({s.phase.value}); run the passes with ascend() first")
         if s.phase is Phase.FAILED:
             self._fail()  # again: a pass run after the failure left fresh gradients
+            s.phase = Phase.SKIPPED
         self.last_stats = self._stats(grad_scale)
+        if self.perturb == "local":
+            self._gather_local(last_micro_batch, grad_scale)
+        if last_micro_batch:
+            self.cycle.steps_begun += 1
         return s.phase is Phase.READY
 
     # -- what subclasses define -----------------------------------------------------------
@@ -263,9 +294,35 @@ class SharpnessAwareOptimizer(Optimizer):
         LookSAM keep its part orthogonal to g0 for the steps until the next full one."""
         s = self._step
         if self.reuse == "look":
-            self.cycle.hold_orthogonal(s.groups, direction, s.g0, s.norms["grad_norm"], grad_scale)
+            v = self.cycle.orthogonal_part(s.groups, direction, s.g0, s.norms["grad_norm"], grad_scale)
+            if self.perturb == "local":  # averaged over micro-batches and processes at the end
+                add_into(self._v_sum, list(v), list(v.values()))
+            else:
+                self.cycle.hold(v)
         s.g0 = []
         s.phase = Phase.READY
+
+    def _gather_local(self, last_micro_batch: bool, grad_scale: float) -> None:
+        """Local perturbation: add this micro-batch's direction to the step's sum; after the
+        last, hand back the sum averaged over the processes (LookSAM's v in the same
+        all-reduce, so every process holds the same v) and skip the step everywhere if any
+        process or micro-batch was non-finite."""
+        s = self._step
+        for _, params in s.groups:
+            add_into(self._direction_sum, params, detach_gradients(params, grads_of(params)))
+        if not last_micro_batch:
+            s.phase = Phase.IDLE
+            return
+        total, self._direction_sum = self._direction_sum, {}
+        v_sum, self._v_sum = self._v_sum, {}
+        for p, g in total.items():
+            p.grad = g
+        average_across_processes([*total.values(), *v_sum.values()])
+        norm = global_norm([list(total.values())])
+        self.last_stats["direction_norm"] = norm / grad_scale
+        if v_sum:
+            self.cycle.hold(v_sum)
+        s.phase = Phase.READY if math.isfinite(norm) else Phase.SKIPPED
 
     def _perturbation_norm(self, grads: list[list[Tensor]]) -> float:
         """||g||, or ||w * g|| in adaptive mode (the norm ASAM divides by)."""
@@ -361,31 +418,57 @@ class SharpnessAwareOptimizer(Optimizer):
         return f"{type(self).__name__}({self.base_optimizer!r})"
 
 
-def run_step(optimizer: Optimizer, run_pass: Callable[[], Tensor], scaler=None) -> Tensor:
+def run_step(optimizer: Optimizer, run_pass: Callable[[int], Tensor], scaler=None, *,
+             micro_batches: int = 1, no_sync: Callable = contextlib.nullcontext) -> list[Tensor]:
     """One optimizer step of any optimizer: the passes its method needs, then the base step.
 
-    ``run_pass`` zeroes the gradients, runs forward and backward (the loss scaled by
-    ``scaler`` when one is given) and returns the loss; the loss of the first pass, at the
-    real weights, is returned.  SGD/Adam run one pass, SAM two, BSAM three (a step between
-    full ones: one); the perturbed passes keep batch-norm running statistics still.
+    ``run_pass(i)`` runs forward and backward of micro-batch ``i`` (of ``micro_batches``),
+    adding to ``p.grad``, and returns its loss; with several micro-batches each loss is to be
+    weighted by the micro-batch's share of the step's batch, and with a ``scaler`` scaled by
+    it.  A pass zeroes the gradients and sweeps every micro-batch, so the step equals one
+    step on the whole batch; under ``perturb="local"`` each micro-batch runs its own passes
+    instead.  ``no_sync``: a context in which a backward does not synchronise gradients
+    (DDP's ``model.no_sync``); every backward but a pass's last runs in it (under local
+    perturbation, every backward).  SGD/Adam run one pass, SAM two, BSAM three (a step
+    between full ones: one); the perturbed passes keep batch-norm running statistics still.
+    Returns the losses of the first pass, one per micro-batch.
     """
-    loss = run_pass()
-    if isinstance(optimizer, SharpnessAwareOptimizer):
-        if optimizer.ascend():
-            with frozen_bn_stats(optimizer.model):
-                run_pass()
-                while optimizer.advance():
-                    run_pass()
-        if scaler is None:
-            optimizer.update()
-            return loss
-        optimizer.prepare_update(grad_scale=scaler.get_scale())
-    if scaler is None:  # gradients first: TRAIN.CLIP_GRAD_NORM clips them when step() begins
-        optimizer.step()
-    else:  # the scaler unscales before step(), so clipping sees unscaled values
+    sharpness_aware = isinstance(optimizer, SharpnessAwareOptimizer)
+    local = sharpness_aware and optimizer.perturb == "local"
+    rounds = [[i] for i in range(micro_batches)] if local else [list(range(micro_batches))]
+    scale = scaler.get_scale() if scaler is not None else 1.0
+    losses, ready = [], True
+    for r, micro in enumerate(rounds):
+        def one_pass(micro=micro):
+            return _sweep(optimizer, run_pass, micro, no_sync, sync_last=not local)
+        losses += one_pass()
+        if sharpness_aware:
+            if optimizer.ascend():
+                with frozen_bn_stats(optimizer.model):
+                    one_pass()
+                    while optimizer.advance():
+                        one_pass()
+            ready = optimizer.prepare_update(grad_scale=scale, last_micro_batch=r == len(rounds) - 1)
+    if scaler is not None:  # the scaler unscales before step(), so clipping sees unscaled values
         scaler.step(optimizer)
         scaler.update()
-    return loss
+    elif ready:  # gradients first: TRAIN.CLIP_GRAD_NORM clips them when step() begins
+        optimizer.step()
+    else:
+        optimizer._warn_skip()
+    return losses
+
+
+def _sweep(optimizer, run_pass, micro: list[int], no_sync, sync_last: bool) -> list[Tensor]:
+    """One pass: gradients zeroed, then summed over ``micro``; only the last backward
+    synchronises across processes, and only when ``sync_last``."""
+    optimizer.zero_grad(set_to_none=True)
+    losses = []
+    for j, i in enumerate(micro):
+        synced = sync_last and j == len(micro) - 1
+        with contextlib.nullcontext() if synced else no_sync():
+            losses.append(run_pass(i))
+    return losses
 
 
 def _check_cheap_steps(interval, reuse, reuse_alpha) -> None:

@@ -1,8 +1,10 @@
 """Multi-tensor helpers the wrappers share: global norms and dot products over lists of
-gradient lists (one device sync each), detaching gradients, clipping before a step."""
+gradient lists (one device sync each), detaching and summing gradients, averaging them over
+the processes in one collective, clipping before a step."""
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
@@ -55,3 +57,25 @@ def clip_before_step(optimizer: Optimizer, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(params, max_norm)
 
     optimizer.register_step_pre_hook(clip)
+
+
+def add_into(total: dict[Tensor, Tensor], params: list[Tensor], grads: list[Tensor]) -> None:
+    """total[p] += g for each parameter; a parameter seen the first time keeps ``g`` itself
+    (which no later backward may write: see :func:`detach_gradients`)."""
+    seen = [p in total for p in params]
+    pairs = [(total[p], g) for p, g, old in zip(params, grads, seen) if old]
+    if pairs:
+        torch._foreach_add_([t for t, _ in pairs], [g for _, g in pairs])
+    total.update((p, g) for p, g, old in zip(params, grads, seen) if not old)
+
+
+def average_across_processes(tensors: list[Tensor]) -> None:
+    """Replace each tensor by its mean over the processes of the default group, in one
+    all-reduce of one flat buffer (nothing in a single process)."""
+    if not tensors or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat.div_(dist.get_world_size())
+    pieces = flat.split([t.numel() for t in tensors])
+    torch._foreach_copy_(tensors, [piece.view_as(t) for piece, t in zip(pieces, tensors)])

@@ -64,6 +64,9 @@ ENGINE = {
     "TRAIN": {
         # the first SimpleBaseline release's BATCH_SIZE is per GPU too (its loaders multiply it)
         "BATCH_SIZE_PER_GPU": Key(32, **_AT_LEAST_ONE, old=("BATCH_SIZE",)),
+        # one optimizer step per this many micro-batches of BATCH_SIZE_PER_GPU (gradients summed;
+        # SAM/BSAM sweep all of them in every pass); epochs, LR schedule and logs count optimizer steps
+        "ACCUMULATE_STEPS": Key(1, **_AT_LEAST_ONE),
         "SHUFFLE": Key(True),
         "BEGIN_EPOCH": Key(0, **_NOT_NEGATIVE),
         "END_EPOCH": Key(1, **_AT_LEAST_ONE, above=("TRAIN.BEGIN_EPOCH", "no epoch would train")),
@@ -104,6 +107,9 @@ ENGINE = {
         # between full steps: none (plain g0) | look (LookSAM's reused direction)
         "REUSE": Key("none", choices=("none", "look")),
         "REUSE_ALPHA": Key(0.7, **_NOT_NEGATIVE),  # LookSAM's alpha: weight of the held direction (REUSE look)
+        # whose gradient perturbs: global (the whole step's batch) | local (each process's own
+        # micro-batch: no gradient sync in the perturbed passes, one all-reduce of the direction)
+        "PERTURB": Key("global", choices=("global", "local")),
     },
     "TEST": {
         "BATCH_SIZE_PER_GPU": Key(64, **_AT_LEAST_ONE, old=("BATCH_SIZE",)),

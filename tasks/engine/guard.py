@@ -14,7 +14,7 @@ import torch
 from .errors import UserError
 
 #: The optimizer diagnostics that are non-finite when a step was skipped (SAM/BSAM).
-NORMS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm")
+NORMS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm", "direction_norm")
 
 
 class DivergenceError(UserError):

@@ -28,7 +28,7 @@ def build_optimizer(cfg, params, model, iters_per_epoch: int):
             rho_min=s.RHO_MIN, rho_min_end=s.RHO_MIN_END, lr_end_ratio=lr_end_ratio,
             adaptive=s.ADAPTIVE, reference_compat=s.REFERENCE_COMPAT, model=model,
             clip_grad_norm=t.CLIP_GRAD_NORM, interval=s.INTERVAL, reuse=s.REUSE,
-            reuse_alpha=s.REUSE_ALPHA, fused=t.FUSED_OPTIMIZER)
+            reuse_alpha=s.REUSE_ALPHA, perturb=s.PERTURB, fused=t.FUSED_OPTIMIZER)
     except ValueError as err:
         raise UserError(f"optimizer: {err}") from None
     rho_scale = partial(rho_warmup_factor, warmup_iters=round(s.RHO_WARMUP_EPOCHS * iters_per_epoch))
@@ -63,6 +63,8 @@ def optimizer_summary(cfg, opt) -> str:
         if s.INTERVAL > 1:
             between = "g0" if s.REUSE == "none" else f"LookSAM reuse alpha={s.REUSE_ALPHA:g}"
             radii += f", full step 1 in {s.INTERVAL} ({between} between, {opt.mean_passes:.2f} passes/step)"
+        if s.PERTURB == "local":
+            radii += ", local perturbation (each process's own micro-batch)"
         parts.append(radii)
     parts.append(f"clip_grad_norm={t.CLIP_GRAD_NORM:g}" if t.CLIP_GRAD_NORM > 0 else "no clipping")
     return " ".join(parts[:1]) + ": " + ", ".join(parts[1:])

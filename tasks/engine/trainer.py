@@ -1,13 +1,15 @@
 """One training loop for every task and every optimizer.
 
-For each batch the trainer calls ``optimizer.step(closure)``; the closure zeroes the
-gradients, runs ``task.loss`` and backpropagates.  SGD/Adam call it once, SAM twice, BSAM
-three times; the wrappers keep batch-norm statistics still after the first pass.
+Each iteration is one optimizer step over ``TRAIN.ACCUMULATE_STEPS`` micro-batches, run by
+:func:`optim.run_step` with a pass function that runs ``task.loss`` on one micro-batch and
+backpropagates: SGD/Adam run one pass, SAM two, BSAM three (each sweeping every micro-batch);
+the wrappers keep batch-norm statistics still after the first pass.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import signal
 import time
@@ -77,7 +79,8 @@ class Trainer:
         self.val_loader = make_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, cfg.WORKERS, val_shard,
                                       collate, pin_memory=pin, seed=cfg.SEED,
                                       persistent_workers=cfg.PERSISTENT_WORKERS)
-        self.iters_per_epoch = len(self.train_loader)
+        # an iteration is one optimizer step of TRAIN.ACCUMULATE_STEPS micro-batches
+        self.iters_per_epoch = math.ceil(len(self.train_loader) / cfg.TRAIN.ACCUMULATE_STEPS)
         if cfg.TRAIN.MAX_ITERS_PER_EPOCH:
             self.iters_per_epoch = min(self.iters_per_epoch, cfg.TRAIN.MAX_ITERS_PER_EPOCH)
         self.progress = Progress(self.log, self.iters_per_epoch, cfg.TRAIN.END_EPOCH, cfg.PRINT_FREQ)
@@ -91,6 +94,8 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer, self.scheduler = self._build_optimizer()
+        # a backward that does not all-reduce (micro-batches before the last, local perturbation)
+        self.no_sync = self.net.no_sync if dist.is_distributed() else contextlib.nullcontext
         self.net = compile_model(self.net, cfg.COMPILE)
         if self.rank:  # the same weights everywhere, but each rank its own augmentations
             seed_everything(epoch_seed(cfg.SEED, self.rank, 0))
@@ -251,7 +256,7 @@ class Trainer:
         end = cfg.TRAIN.END_EPOCH
         self.log.info(f"{cfg.TASK}/{cfg.NAME}: {cfg.SAM.METHOD} over {cfg.TRAIN.OPTIMIZER}, "
                       f"{self.iters_per_epoch} it/epoch, epochs {self.start_epoch}..{end - 1}, "
-                      f"device {self.device}, world {self.world}")
+                      f"device {self.device}, world {self.world}, {batch_line(self.world, cfg.TRAIN)}")
         hint = launch_hint(cfg.GPUS, self.world, cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.source)
         if hint:
             self.log.warning(hint)
@@ -311,7 +316,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict | None:
         self.net.train()
         skip = self.skip_iters if epoch == self.start_epoch else 0
-        self.sampler.set_epoch(epoch, skip=skip * self.cfg.TRAIN.BATCH_SIZE_PER_GPU)
+        self.sampler.set_epoch(epoch, skip=skip * self.cfg.TRAIN.ACCUMULATE_STEPS
+                               * self.cfg.TRAIN.BATCH_SIZE_PER_GPU)
         # loader workers' seeds: a function of (seed, rank, epoch), so a resume is exact with them
         self.train_loader.generator.manual_seed(epoch_seed(self.cfg.SEED, self.rank, epoch))
         sums = self.partial if skip else {}
@@ -319,10 +325,12 @@ class Trainer:
         bar = tqdm(total=self.iters_per_epoch, initial=skip, disable=None if self.is_main else True,
                    desc=f"epoch {epoch}", dynamic_ncols=True, leave=False)
         it, started = skip, time.perf_counter()
-        for batch in self.train_loader:
+        for micro_batches in grouped(self.train_loader, self.cfg.TRAIN.ACCUMULATE_STEPS):
             if it >= self.iters_per_epoch:
                 break
-            loss, stats, n = self._train_step(to_device(batch, self.device, self.cfg.CHANNELS_LAST))
+            loss, stats, n = self._train_step(
+                [to_device(batch, self.device, self.cfg.CHANNELS_LAST) for batch in micro_batches])
+            # after the optimizer step: what follows each step (records, progress) goes below
             it += 1
             self.global_step += 1
             for key, value in {"loss": loss, **stats}.items():
@@ -359,25 +367,35 @@ class Trainer:
         row.update(diagnostics.summary())
         return row
 
-    def _train_step(self, batch) -> tuple[float, dict, int]:
-        first: list = []
+    def _train_step(self, micro_batches: list) -> tuple[float, dict, int]:
+        """One optimizer step over ``micro_batches`` (TRAIN.ACCUMULATE_STEPS of them, fewer at
+        the end of an epoch): each loss weighted by its share of the images, so the step is
+        one step on their union.  Returns the first pass's loss and stats (means over the
+        images) and the number of images."""
+        sizes = [self.task.batch_size(batch) for batch in micro_batches]
+        first: dict[int, tuple] = {}
         scaler = self.scaler
 
-        def closure():
-            self.optimizer.zero_grad(set_to_none=True)
+        def run_pass(i: int):
             with self._autocast():
-                loss, stats = self.task.loss(self.net, batch)
-            (scaler.scale(loss) if scaler else loss).backward()
-            if not first:
-                first.append((loss.detach(), stats))
+                loss, stats = self.task.loss(self.net, micro_batches[i])
+            weighted = loss * (sizes[i] / sum(sizes)) if len(sizes) > 1 else loss
+            (scaler.scale(weighted) if scaler else weighted).backward()
+            first.setdefault(i, (loss.detach(), stats))
             return loss
 
         if isinstance(self.optimizer, optim.SharpnessAwareOptimizer):
             self.optimizer.rho_scale = self.rho_scale(self.global_step)
-        optim.run_step(self.optimizer, closure, scaler)
+        optim.run_step(self.optimizer, run_pass, scaler, micro_batches=len(micro_batches),
+                       no_sync=self.no_sync)
         self.scheduler.step()
-        loss, stats = first[0]
-        return float(loss), {k: float(v) for k, v in stats.items()}, self.task.batch_size(batch)
+        if len(sizes) == 1:
+            loss, stats = first[0]
+            return float(loss), {k: float(v) for k, v in stats.items()}, sizes[0]
+        share = [size / sum(sizes) for size in sizes]
+        loss = sum(float(first[i][0]) * w for i, w in enumerate(share))
+        stats = {k: sum(float(first[i][1][k]) * w for i, w in enumerate(share)) for k in first[0][1]}
+        return loss, stats, sum(sizes)
 
     def _evaluate(self, out_dir: Path | None) -> dict:
         """Every rank predicts its shard of the val set; the task gathers and scores on rank 0."""
@@ -412,3 +430,19 @@ class Trainer:
                 "main_metric": self.task.main_metric, "epochs": len(self.history),
                 "best": self.best, "final": last, "train_seconds": seconds,
                 "run_dir": str(self.run_dir)}
+
+
+def grouped(loader, size: int):
+    """Lists of ``size`` consecutive batches of ``loader`` (the last list may be shorter)."""
+    batches = iter(loader)
+    while group := list(itertools.islice(batches, size)):
+        yield group
+
+
+def batch_line(world: int, train_cfg) -> str:
+    """The effective batch of one optimizer step, for the start-up line."""
+    per_gpu, steps = train_cfg.BATCH_SIZE_PER_GPU, train_cfg.ACCUMULATE_STEPS
+    if steps == 1:
+        return f"total batch {world} x {per_gpu} = {world * per_gpu}"
+    return (f"total batch {world} process(es) x {per_gpu} x {steps} accumulated = "
+            f"{world * per_gpu * steps}")

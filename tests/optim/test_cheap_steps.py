@@ -175,7 +175,7 @@ def test_pass_api_and_grad_scaler_path_take_the_same_cheap_steps(method):
 
 
 def _scaled_closure(model, opt, x, y, scaler):
-    def closure():
+    def closure(_):
         opt.zero_grad()
         loss = loss_fn(model, x, y)
         scaler.scale(loss).backward()

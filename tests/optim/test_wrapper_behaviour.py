@@ -307,7 +307,7 @@ def test_stats_are_in_true_units_with_a_grad_scaler(method):
         model = tiny_mlp().float()
         opt = make(method, model)
 
-        def run_pass():
+        def run_pass(_):
             opt.zero_grad()
             loss = loss_fn(model, x, y)
             (scaler.scale(loss) if scaler else loss).backward()
