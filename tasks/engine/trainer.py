@@ -125,7 +125,8 @@ class Trainer:
         whose every batch is such a sample is refused before training."""
         size = self.cfg.TRAIN.BATCH_SIZE_PER_GPU
         last = len(self.sampler) % size or size
-        if last != 1 or (size > 1 and self.iters_per_epoch < len(self.train_loader)):
+        steps_reach_it = self.iters_per_epoch * self.cfg.TRAIN.ACCUMULATE_STEPS >= len(self.train_loader)
+        if last != 1 or (size > 1 and not steps_reach_it):  # with accumulation: its whole step
             return 0
         saved = rng_state()  # the probe's augmentation must not shift the run's random streams
         try:
