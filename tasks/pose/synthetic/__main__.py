@@ -1,0 +1,5 @@
+from tasks.engine import cli
+
+from .cli import main
+
+cli.run(main)
