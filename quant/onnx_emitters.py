@@ -333,6 +333,25 @@ def _emit_getitem(b: GraphBuilder, node) -> str:
     return b.on_grid(node.args[0], lambda x, _: b.op("Slice", [x, *bounds], node.name))
 
 
+def _emit_interpolate(b: GraphBuilder, node) -> str:
+    """Nearest-neighbour resizing (HRNet's fusion) as ONNX Resize to the traced height and width
+    with the batch size kept dynamic; PyTorch's 'nearest' is ONNX's asymmetric, floor rule."""
+    mode = node.args[3] if len(node.args) > 3 else node.kwargs.get("mode", "nearest")
+    if mode != "nearest":
+        raise ValueError(f"export supports nearest interpolation only ({node.name!r} uses {mode!r})")
+    spatial = b.ints(f"{node.name}.spatial", b.shape_of(node)[2:])
+
+    def resize(x, _):
+        shape = b.op("Shape", [x], f"{node.name}.shape")
+        lead = b.op("Slice", [shape, b.ints(f"{node.name}.zero", [0]), b.ints(f"{node.name}.two", [2])],
+                    f"{node.name}.lead")
+        sizes = b.op("Concat", [lead, spatial], f"{node.name}.sizes", axis=0)
+        return b.op("Resize", [x, "", "", sizes], node.name, mode="nearest",
+                    coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+    return b.on_grid(node.args[0], resize)
+
+
 def _emit_functional_relu6(b: GraphBuilder, node) -> str:
     return _emit_relu6(b, node)
 
@@ -365,6 +384,7 @@ FUNCTION_EMITTERS: dict[Callable, Callable] = {
     F.max_pool2d: _emit_max_pool_function,
     F.dropout: _emit_dropout_function,
     F.pad: _emit_pad,
+    F.interpolate: _emit_interpolate,
     operator.getitem: _emit_getitem,
 }
 

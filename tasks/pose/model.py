@@ -1,4 +1,6 @@
-"""SimpleBaseline (Xiao et al., 2018): ResNet backbone + deconvolutions + 1x1 heatmap head.
+"""The pose networks by ``MODEL.NAME``: SimpleBaseline (here) and HRNet (:mod:`.hrnet`).
+
+SimpleBaseline (Xiao et al., 2018): ResNet backbone + deconvolutions + 1x1 heatmap head.
 
 The backbone is torchvision's ResNet, kept as ``model.backbone`` with torchvision's key
 names (``backbone.layer1.0.conv1.weight`` ...), so ImageNet weights and classification
@@ -14,6 +16,9 @@ import torchvision
 from torch import nn
 
 from tasks.engine.errors import UserError
+
+from .hrnet import PoseHRNet, build_pose_hrnet
+from .hrnet_weights import check_layers
 
 #: depth -> untrained torchvision ResNet; 10 is ResNet-18 with one basic block per stage (no
 #: published weights: for small from-scratch runs such as the demo)
@@ -116,9 +121,6 @@ def build_pose_resnet(cfg, heatmap_size=None) -> PoseResNet:
 
     ``heatmap_size`` overrides ``MODEL.HEATMAP_SIZE`` (older files keep it under EXTRA)."""
     m, extra = cfg.MODEL, cfg.MODEL.EXTRA
-    if m.NAME not in ("pose_resnet", "simple_baseline", ""):
-        raise UserError(f"MODEL.NAME: {m.NAME!r} is not available; this suite implements "
-                        "'pose_resnet' (SimpleBaseline)")
     filters, kernels = extra.NUM_DECONV_FILTERS, extra.NUM_DECONV_KERNELS
     if not len(filters) == len(kernels) == extra.NUM_DECONV_LAYERS:
         raise UserError(f"MODEL.EXTRA: NUM_DECONV_LAYERS is {extra.NUM_DECONV_LAYERS} but NUM_DECONV_FILTERS "
@@ -137,3 +139,27 @@ def build_pose_resnet(cfg, heatmap_size=None) -> PoseResNet:
             f"the input with {len(model.deconv_layers) // 3} deconv layers (e.g. [{w}, {h}] -> "
             f"[{w // stride}, {h // stride}])")
     return model
+
+
+def build_hrnet(cfg, heatmap_size=None) -> PoseHRNet:
+    """HRNet from ``MODEL.EXTRA``; its heatmaps are 1/4 of the input."""
+    m = cfg.MODEL
+    check_layers(m.EXTRA.PRETRAINED_LAYERS)
+    model = build_pose_hrnet(m.EXTRA, m.NUM_JOINTS)
+    (w, h), (hw, hh) = m.IMAGE_SIZE, heatmap_size or m.HEATMAP_SIZE
+    stride = model.output_stride
+    if w % stride or h % stride or (w // stride, h // stride) != (hw, hh):
+        raise UserError(
+            f"MODEL.IMAGE_SIZE {list(m.IMAGE_SIZE)} and MODEL.HEATMAP_SIZE {[hw, hh]} do not fit pose_hrnet: "
+            f"sizes must be multiples of {stride} and the heatmap 1/{stride} of the input (e.g. [{w}, {h}] -> "
+            f"[{w // stride}, {h // stride}])")
+    return model
+
+
+#: ``MODEL.NAME`` -> builder(cfg, heatmap_size); 'simple_baseline' is SimpleBaseline too
+BUILDERS = {"pose_resnet": build_pose_resnet, "simple_baseline": build_pose_resnet, "pose_hrnet": build_hrnet}
+
+
+def build_pose_model(cfg, heatmap_size=None) -> nn.Module:
+    """The network ``MODEL.NAME`` names (the config checked the name)."""
+    return BUILDERS[cfg.MODEL.NAME](cfg, heatmap_size)

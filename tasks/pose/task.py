@@ -25,7 +25,8 @@ from .drawing import draw_evaluation_pictures
 from .evaluation import coco_keypoint_metrics, coco_results
 from .layout import check_split, split_files
 from .loss import joints_mse_loss
-from .model import HEAD_PREFIXES, RESNETS, build_pose_resnet, from_reference_layout
+from .hrnet import STAGE_RECORDS, STAGES as HRNET_STAGES, PoseHRNet, branch_mismatch
+from .model import BUILDERS, HEAD_PREFIXES, RESNETS, build_pose_model, from_reference_layout
 from .coco_people import detection_records, ground_truth_records, load_coco
 from .skeleton import NUM_JOINTS
 
@@ -66,7 +67,7 @@ POSE_SCHEMA = {
         "SYNTHETIC_SEED": Key(0, **SEED_RANGE),
     },
     "MODEL": {
-        "NAME": "pose_resnet",
+        "NAME": Key("pose_resnet", choices=tuple(BUILDERS)),
         "PRETRAINED": "",
         "STYLE": Key("pytorch", choices=("pytorch",)),  # torchvision ResNets; 'caffe' ones are not built
         "INIT_WEIGHTS": True,
@@ -88,11 +89,13 @@ POSE_SCHEMA = {
             "TARGET_TYPE": Key(None, type=str),
             "HEATMAP_SIZE": Key(None, **_SIZE),
             "SIGMA": Key(None, type=float, gt=0),
-            # HRNet-only keys, accepted so HRNet files load (MODEL.NAME pose_hrnet is refused at build)
+            # pose_hrnet (tasks/pose/hrnet.py): the top-level layers MODEL.PRETRAINED initialises
+            # (null: all, as HRNet's ['*']) and the stages as HRNet's experiment files give them
             "PRETRAINED_LAYERS": Key(None, type=list[str]),
-            "STAGE2": Key(None, type=dict),
-            "STAGE3": Key(None, type=dict),
-            "STAGE4": Key(None, type=dict),
+            **{stage: Key(None, type=dict, keys=STAGE_RECORDS[stage],
+                          check=(lambda v, s=stage: branch_mismatch(v, s) is None,
+                                 "NUM_BLOCKS and NUM_CHANNELS with one entry per branch (NUM_BRANCHES)"))
+               for stage in HRNET_STAGES},
         },
     },
     "LOSS": {"USE_TARGET_WEIGHT": Key(True)},
@@ -148,12 +151,19 @@ class PoseTask(Task):
     # -- building -----------------------------------------------------------------------
     def build_model(self, pretrained=True):
         cfg = self.cfg
-        model = build_pose_resnet(cfg, model_geometry(cfg)[0])
+        model = build_pose_model(cfg, model_geometry(cfg)[0])
         if pretrained and cfg.MODEL.PRETRAINED and cfg.MODEL.INIT_WEIGHTS:
             from tasks.engine.pretrained import load_into, resolve_pretrained
 
-            state = from_reference_layout(resolve_pretrained(cfg.MODEL.PRETRAINED))
+            state = resolve_pretrained(cfg.MODEL.PRETRAINED)
             source = f"MODEL.PRETRAINED {cfg.MODEL.PRETRAINED}"
+            if isinstance(model, PoseHRNet):
+                from .hrnet_weights import load_layers
+
+                report = load_layers(model, state, cfg.MODEL.EXTRA.PRETRAINED_LAYERS, source)
+                log.info("model initialised from %s: %s", cfg.MODEL.PRETRAINED, report.summary())
+                return model
+            state = from_reference_layout(state)
             if any(k.startswith(HEAD_PREFIXES) for k in state):  # a whole pose model
                 load_into(model, state, skip_prefixes=(), source=source)
                 log.info("model initialised from %s (backbone and head)", cfg.MODEL.PRETRAINED)

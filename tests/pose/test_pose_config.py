@@ -89,7 +89,11 @@ HRNET_EXTRA = {
     "MODEL": {"INIT_WEIGHTS": True, "NAME": "pose_hrnet",
               "EXTRA": {"PRETRAINED_LAYERS": ["conv1", "bn1", "stage4"],
                         "STAGE2": {"NUM_MODULES": 1, "NUM_BRANCHES": 2, "BLOCK": "BASIC",
-                                   "NUM_BLOCKS": [4, 4], "NUM_CHANNELS": [32, 64], "FUSE_METHOD": "SUM"}}},
+                                   "NUM_BLOCKS": [4, 4], "NUM_CHANNELS": [32, 64], "FUSE_METHOD": "SUM"},
+                        "STAGE3": {"NUM_MODULES": 4, "NUM_BRANCHES": 3, "BLOCK": "BASIC",
+                                   "NUM_BLOCKS": [4, 4, 4], "NUM_CHANNELS": [32, 64, 128], "FUSE_METHOD": "SUM"},
+                        "STAGE4": {"NUM_MODULES": 3, "NUM_BRANCHES": 4, "BLOCK": "BASIC", "NUM_BLOCKS": [4, 4, 4, 4],
+                                   "NUM_CHANNELS": [32, 64, 128, 256], "FUSE_METHOD": "SUM"}}},
 }
 
 
@@ -103,7 +107,7 @@ def test_a_simplebaseline_experiment_file_with_a_sam_section_loads(tmp_path):
     assert cfg.DEBUG.SAVE_HEATMAPS_PRED is True
 
 
-def test_an_hrnet_experiment_file_loads_and_its_model_is_refused_clearly(tmp_path):
+def test_an_hrnet_experiment_file_loads_and_builds_hrnet(tmp_path):
     data = yaml.safe_load(SIMPLEBASELINE_YAML)
     for section, values in HRNET_EXTRA.items():
         for key, value in values.items():
@@ -115,9 +119,8 @@ def test_an_hrnet_experiment_file_loads_and_its_model_is_refused_clearly(tmp_pat
     path.write_text(yaml.safe_dump(data))
     cfg = load(path)
     assert cfg.DATASET.PROB_HALF_BODY == 0.3 and cfg.MODEL.EXTRA.STAGE2["NUM_BRANCHES"] == 2
-    from tasks.engine.errors import UserError
-    with pytest.raises(UserError, match="pose_hrnet"):
-        PoseTask(cfg).build_model()
+    from tasks.pose.hrnet import PoseHRNet
+    assert isinstance(PoseTask(cfg).build_model(pretrained=False), PoseHRNet)
 
 
 # Microsoft's first SimpleBaseline release (human-pose-estimation.pytorch), written from the key

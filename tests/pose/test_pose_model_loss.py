@@ -55,8 +55,8 @@ def test_sizes_that_do_not_fit_the_network_are_a_user_error():
         build_pose_resnet(make_config(bad, task="pose"))
     with pytest.raises(UserError, match="NUM_DECONV_LAYERS"):
         build_pose_resnet(make_config({"MODEL": {"EXTRA": {"NUM_DECONV_LAYERS": 2}}}, task="pose"))
-    with pytest.raises(UserError, match="pose_resnet"):
-        build_pose_resnet(make_config({"MODEL": {"NAME": "pose_hrnet"}}, task="pose"))
+    with pytest.raises(UserError, match="MODEL.NAME: 'pose_hrnett' is not allowed.*did you mean pose_hrnet"):
+        make_config({"MODEL": {"NAME": "pose_hrnett"}}, task="pose")
 
 
 def test_joints_mse_matches_the_reference_per_joint_loop():
