@@ -131,15 +131,13 @@ class ExchangeUnit(nn.Module):
             return xs
         out = []
         for target, paths in enumerate(self.fuse_layers):
-            size, total = xs[target].shape[-2:], None
-            for source, (path, x) in enumerate(zip(paths, xs)):  # in branch order, as the reference sums
-                if source == target:
-                    term = x
-                elif source > target:
-                    term = F.interpolate(path(x), size=size, mode="nearest")
-                else:
-                    term = path(x)
-                total = term if total is None else total + term
+            size = xs[target].shape[-2:]
+            terms = [x if source == target else
+                     F.interpolate(path(x), size=size, mode="nearest") if source > target else path(x)
+                     for source, (path, x) in enumerate(zip(paths, xs))]
+            total = terms[0]
+            for term in terms[1:]:  # in branch order, as the reference sums; not in place, so the
+                total = total + term  # fx graph that export walks sees every addition
             out.append(F.relu(total, inplace=True))
         return out
 
@@ -218,7 +216,6 @@ def build_pose_hrnet(extra, num_joints: int) -> PoseHRNet:
     """The HRNet that ``MODEL.EXTRA`` (an HRNet experiment file's section) describes."""
     stages = tuple(stage_spec(extra.get(name), name) for name in STAGES)
     return PoseHRNet(stages, num_joints=num_joints, final_kernel=extra["FINAL_CONV_KERNEL"])
-
 
 
 def _non_empty(values: list) -> bool:
