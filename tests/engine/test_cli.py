@@ -30,3 +30,19 @@ def test_user_error_is_one_line(workers, capsys):
 def test_other_errors_keep_their_traceback():
     with pytest.raises(ZeroDivisionError):
         cli.run(lambda: 1 / 0)
+
+
+@pytest.mark.parametrize("rank,prefix", [(None, ""), ("0", ""), ("2", "[rank 2] ")])
+def test_an_error_names_its_rank_under_torchrun(rank, prefix, capsys, monkeypatch):
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+
+    def main():
+        raise UserError("DATASET.ROOT data/x not found")
+
+    with pytest.raises(SystemExit) as exited:
+        cli.run(main)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"{prefix}error: DATASET.ROOT data/x not found\n"
