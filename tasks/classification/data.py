@@ -40,7 +40,8 @@ from tasks.engine.errors import UserError
 from .cifar import LAYOUT as CIFAR_LAYOUT
 from .cifar import cifar_folder, read_cifar
 from .image_folder import ArrayImages, ImageFolder, LabelledImages
-from .transforms import build_transforms, normalisation
+from .input_config import input_config
+from .transforms import build_transforms
 
 log = logging.getLogger("bsam.classification")  # a child of the run logger: lands in train.log
 
@@ -116,9 +117,11 @@ def _root_format_transforms(cfg):
         raise UserError("DATASET.ROOT is empty: set it to an image folder or a CIFAR folder")
     root = cfg.resolve_path(d.ROOT)
     fmt = detect_format(root, d.FORMAT)
-    mean, std = normalisation(d.AUGMENT, fmt, d.MEAN, d.STD)
+    spec = input_config(cfg, fmt)
+    log.info(spec.describe())
     train_tf, test_tf = build_transforms(
-        d.AUGMENT, d.IMAGE_SIZE, mean, std, d.CUTOUT, d.CROP_SCALE_MIN, d.TEST_CROP_RATIO
+        d.AUGMENT, spec.size, spec.mean, spec.std, d.CUTOUT, d.CROP_SCALE_MIN, d.TEST_CROP_RATIO,
+        spec.interpolation, d.AUTO_AUGMENT, d.AUTO_AUGMENT_MAGNITUDE, d.RANDOM_ERASE,
     )
     return root, fmt, train_tf, test_tf
 

@@ -14,20 +14,20 @@ from torch import nn
 from quant.export import DEFAULT_OPSET, ExportReport, export_onnx
 from tasks.classification.data import detect_format
 from tasks.classification.task import class_names
-from tasks.classification.transforms import normalisation
+from tasks.classification.input_config import input_config
 from tasks.engine.exporting import check_images
 
 
 def export_metadata(cfg, dataset) -> dict[str, str]:
     d = cfg.DATASET
     fmt = detect_format(cfg.resolve_path(d.ROOT), d.FORMAT) if d.ROOT else d.FORMAT
-    mean, std = normalisation(d.AUGMENT, fmt, d.MEAN, d.STD)
+    spec = input_config(cfg, fmt)
     return {
         "task": cfg.TASK,
         "config": cfg.NAME,
         "model": cfg.MODEL.NAME,
         "classes": json.dumps(class_names(dataset, cfg.MODEL.NUM_CLASSES)),
-        "input": json.dumps({"size": d.IMAGE_SIZE, "mean": list(mean), "std": list(std),
+        "input": json.dumps({"size": spec.size, "mean": list(spec.mean), "std": list(spec.std),
                              "layout": "NCHW RGB float, (x/255 - mean) / std"}),
     }
 

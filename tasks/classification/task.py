@@ -3,18 +3,25 @@
 Config keys it adds (``ClassificationTask.schema``; the shared ones are in ``tasks.engine.defaults``):
 
 * ``DATASET.FORMAT`` auto | imagefolder | cifar10 | cifar100, ``DATASET.AUGMENT``
-  cifar | transfer | none, ``IMAGE_SIZE``, ``CUTOUT`` (square side, 0 = off),
+  cifar | transfer | none, ``IMAGE_SIZE`` (0 = the model's), ``CUTOUT`` (square side, 0 = off),
   ``CROP_SCALE_MIN`` and ``TEST_CROP_RATIO`` (transfer recipe), ``MEAN``/``STD``
-  ([] = the statistics of the data set / recipe), ``LABEL_NOISE`` and
-  ``LABEL_NOISE_SEED``, ``TRAIN_PER_CLASS`` (a training subset), ``VAL_FROM_TRAIN`` and
-  ``VAL_SEED`` (a validation split cut from the training images; see ``data.py``);
+  ([] = the model's or the statistics of the data set / recipe), ``INTERPOLATION``
+  (see ``input_config.py``), ``LABEL_NOISE`` and ``LABEL_NOISE_SEED``, ``TRAIN_PER_CLASS``
+  (a training subset), ``VAL_FROM_TRAIN`` and ``VAL_SEED`` (a validation split cut from the
+  training images; see ``data.py``);
+* ``DATASET.AUTO_AUGMENT`` none | randaugment | trivialaugment | autoaugment with
+  ``AUTO_AUGMENT_MAGNITUDE``, ``RANDOM_ERASE`` (see ``transforms.py``), ``MIXUP_ALPHA`` and
+  ``CUTMIX_ALPHA`` (see ``mixing.py``; the training accuracy is then ``train_acc_mixed``,
+  agreement with the mixed targets' larger part);
 * ``MODEL.FREEZE_BACKBONE``: train the classifier only (BatchNorm statistics of the
   frozen backbone still adapt to the new data in training mode);
-* ``TRAIN.BACKBONE_LR_MULT``: the backbone learns at LR x this factor;
+* ``TRAIN.BACKBONE_LR_MULT``, ``LAYER_DECAY``, ``NO_WD_NORM_BIAS`` (see ``param_groups.py``);
 * ``LOSS.LABEL_SMOOTHING``.
 
-``MODEL.PRETRAINED`` is a torchvision weights name or a weights file (see
-``tasks.engine.pretrained``); the classifier is re-initialised when its shape differs.
+``MODEL.NAME`` is one of the zoo's names or ``timm/<name>`` (any timm architecture).
+``MODEL.PRETRAINED`` is a torchvision weights name, a weights file (torch or safetensors;
+see ``tasks.engine.pretrained``), or ``timm`` for a timm model's pretrained tag from the
+local Hugging Face cache; the classifier is re-initialised when its shape differs.
 Metrics are percentages (see ``metrics.py``); ``top1`` picks the best checkpoint.
 """
 from __future__ import annotations
@@ -35,9 +42,13 @@ from tasks.engine.schema import Key
 from tasks.engine.task import Task, register
 
 from .data import FORMATS, build_image_datasets, build_test_dataset
+from .input_config import INTERPOLATIONS
 from .metrics import ClassificationMeter, confusion_figure
-from .models import available_models, build_classifier, head_prefix
-from .transforms import RECIPES
+from .mixing import MixingCollate, batch_mixer
+from .models import MODEL_NAMES_HELP, available_models, build_classifier, head_prefix, is_model_name, is_timm
+from .models.timm_backbones import cached_weights
+from .param_groups import build_param_groups
+from .transforms import AUTO_AUGMENT, RECIPES
 
 log = logging.getLogger("bsam.classification")  # a child of the run logger: lands in train.log
 
@@ -51,7 +62,8 @@ class ClassificationTask(Task):
         "DATASET": {
             "FORMAT": Key("auto", choices=FORMATS),
             "AUGMENT": Key("cifar", choices=RECIPES),
-            "IMAGE_SIZE": Key(32, ge=8, le=4096),
+            "IMAGE_SIZE": Key(0, check=(lambda v: v == 0 or 8 <= v <= 4096,
+                                        "0 (the timm model's input size, else 32) or an integer from 8 to 4096")),
             "CUTOUT": Key(0, ge=0, hint="0 = no cutout"),
             "CROP_SCALE_MIN": Key(0.08, gt=0, le=1),
             "TEST_CROP_RATIO": Key(0.875, gt=0, le=1),
@@ -62,17 +74,26 @@ class ClassificationTask(Task):
             "TRAIN_PER_CLASS": Key(0, ge=0, hint="0 = every training image"),
             "VAL_FROM_TRAIN": Key(0.0, **_FRACTION, hint="0 = evaluate the test split"),
             "VAL_SEED": Key(0, **SEED_RANGE),
+            "INTERPOLATION": Key("auto", choices=INTERPOLATIONS),  # auto: the timm model's, else bilinear
+            "AUTO_AUGMENT": Key("none", choices=AUTO_AUGMENT),
+            "AUTO_AUGMENT_MAGNITUDE": Key(9, ge=0, le=30, hint="RandAugment's magnitude"),
+            "RANDOM_ERASE": Key(0.0, ge=0, le=1, hint="probability; 0 = off"),
+            "MIXUP_ALPHA": Key(0.0, ge=0, hint="0 = no mixup"),
+            "CUTMIX_ALPHA": Key(0.0, ge=0, hint="0 = no cutmix"),
         },
         "MODEL": {
-            "NAME": Key("cifar_resnet18", choices=available_models()),
+            "NAME": Key("cifar_resnet18", check=(is_model_name, MODEL_NAMES_HELP)),
             "NUM_CLASSES": 10,
             "FREEZE_BACKBONE": Key(False),
         },
         "LOSS": {"LABEL_SMOOTHING": Key(0.0, **_FRACTION)},
         "TRAIN": {
             "BACKBONE_LR_MULT": Key(1.0, gt=0, hint="use MODEL.FREEZE_BACKBONE: true to freeze the backbone"),
+            "LAYER_DECAY": Key(1.0, gt=0, le=1, hint="1 = no layer-wise LR decay"),
+            "NO_WD_NORM_BIAS": Key(False),
         },
     }
+    model_names = (*available_models(), "timm/*")
     main_metric = "top1"
     detail_metrics = ("acc_",)  # per-class accuracies: in metrics.csv, not on the console
     higher_is_better = True
@@ -83,9 +104,12 @@ class ClassificationTask(Task):
         model = build_classifier(m.NAME, m.NUM_CLASSES)
         head = head_prefix(m.NAME)
         if pretrained and m.PRETRAINED:
-            weights = resolve_pretrained(str(self.cfg.resolve_path(m.PRETRAINED)))
+            if is_timm(m.NAME) and m.PRETRAINED == "timm":  # its pretrained tag, from the HF cache
+                weights = resolve_pretrained(str(cached_weights(m.NAME)))
+            else:
+                weights = resolve_pretrained(str(self.cfg.resolve_path(m.PRETRAINED)))
             skipped = load_into(
-                model, weights, skip_prefixes=(head,), source=f"MODEL.PRETRAINED {m.PRETRAINED}"
+                model, weights, skip_prefixes=head, source=f"MODEL.PRETRAINED {m.PRETRAINED}"
             )
             log.info("loaded MODEL.PRETRAINED %s", m.PRETRAINED)
             if skipped:
@@ -104,33 +128,28 @@ class ClassificationTask(Task):
         return build_test_dataset(self.cfg)
 
     def param_groups(self, model: nn.Module):
-        """One group, or [head at LR, backbone at LR x BACKBONE_LR_MULT].
+        """One group, or groups by head/backbone LR, layer and weight decay (head first, so
+        that group 0 carries the schedule's base LR); see ``param_groups.py``."""
+        return build_param_groups(model, self.cfg, head_prefix(self.cfg.MODEL.NAME))
 
-        The head comes first so that group 0 carries the schedule's base LR (BSAM reads
-        its rho_min schedule per group, relative to each group's starting LR).  Each group
-        also carries ``lr_mult`` for schedulers that set absolute LRs.
-        """
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        mult = float(self.cfg.TRAIN.BACKBONE_LR_MULT)
-        if mult == 1.0:
-            return [p for _, p in trainable]
-        head = head_prefix(self.cfg.MODEL.NAME)
-        groups = [{"params": [p for n, p in trainable if n.startswith(head)], "lr_mult": 1.0, "name": "head"}]
-        backbone = [p for n, p in trainable if not n.startswith(head)]
-        if backbone:
-            groups.append(
-                {"params": backbone, "lr": self.cfg.TRAIN.LR * mult, "lr_mult": mult, "name": "backbone"}
-            )
-        return groups
+    def train_collate_fn(self):
+        """Mixup / CutMix of whole training batches when their alphas are > 0."""
+        d = self.cfg.DATASET
+        mixer = batch_mixer(d.MIXUP_ALPHA, d.CUTMIX_ALPHA, self.cfg.MODEL.NUM_CLASSES)
+        return MixingCollate(mixer) if mixer is not None else self.collate_fn()
 
     # -- training -------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch):
+        """Cross-entropy of class labels, or of class probabilities (mixed batches: their
+        accuracy ``acc_mixed`` is agreement with each target's largest class)."""
         images, labels = batch
         logits = model(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.LOSS.LABEL_SMOOTHING)
+        mixed = labels.dim() == 2
         with torch.no_grad():
-            acc = (logits.argmax(1) == labels).float().mean().item() * 100.0
-        return loss, {"acc": acc}
+            hard = labels.argmax(1) if mixed else labels
+            acc = (logits.argmax(1) == hard).float().mean().item() * 100.0
+        return loss, {"acc_mixed" if mixed else "acc": acc}
 
     # -- evaluation -----------------------------------------------------------------------
     @torch.no_grad()

@@ -88,6 +88,8 @@ ENGINE = {
         # torch's fused kernel of the base optimizer (its rounding differs by about 1 ulp)
         "FUSED_OPTIMIZER": Key(False),
         "EVAL_EVERY": Key(1, **_AT_LEAST_ONE),  # epochs between evaluations
+        # an EMA of the weights, evaluated beside them, the better one kept (engine/ema.py)
+        "EMA_DECAY": Key(0.0, ge=0, lt=1, hint="0 = no weight average"),
         # stop the run after this many non-finite steps in a row
         "MAX_NONFINITE_STEPS": Key(10, **_AT_LEAST_ONE, run_only=True),
         "CHECKPOINT": Key("", run_only=True, reference="use --resume"),

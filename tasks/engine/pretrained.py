@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from . import torchfile
 from .errors import UserError
 from .guard import require_finite
+from .io import input_file
 
 _WEIGHT_NAME = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
 
@@ -34,7 +35,8 @@ def load_state_dict_file(path) -> dict[str, Tensor]:
     A leading ``module.`` (saved from a DDP-wrapped model) is removed.
     """
     path = Path(path)
-    obj = torchfile.read(path, "weights file")
+    obj = (_read_safetensors(path) if path.suffix == ".safetensors"
+           else torchfile.read(path, "weights file"))
     state = obj
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
@@ -52,6 +54,19 @@ def load_state_dict_file(path) -> dict[str, Tensor]:
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    """A ``.safetensors`` file (timm's and the Hugging Face hub's format; it holds tensors only)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    input_file(path, "weights file")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"cannot read weights file {path}: not a valid safetensors file ({first})") from None
 
 
 def torch_hub_checkpoint_dir() -> Path:

@@ -77,6 +77,11 @@ class Task:
         """A custom collate function for both loaders, or ``None`` for PyTorch's default."""
         return None
 
+    def train_collate_fn(self) -> Callable | None:
+        """The training loader's collate function (e.g. one that mixes batches); by default
+        :meth:`collate_fn`."""
+        return self.collate_fn()
+
     def param_groups(self, model: nn.Module) -> list[dict] | Any:
         """Parameter groups for the optimizer (e.g. a backbone LR multiplier)."""
         return [p for p in model.parameters() if p.requires_grad]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import optim
 
-from . import checkpoint, config as config_mod, distributed as dist, resume as resume_check
+from . import checkpoint, config as config_mod, distributed as dist, ema, resume as resume_check
 from .acceleration import autocast, compile_model, launch_hint, make_scaler, prepare_model, resolve_amp
 from .data import (EpochSampler, EvalShard, epoch_seed, make_loader, rng_state, seed_everything,
                    set_rng_state, to_device)
@@ -72,8 +72,8 @@ class Trainer:
         collate = self.task.collate_fn()
         pin = cfg.PIN_MEMORY and self.device.type == "cuda"
         self.train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.WORKERS,
-                                        self.sampler, collate, drop_last=False, pin_memory=pin,
-                                        seed=cfg.SEED, persistent_workers=cfg.PERSISTENT_WORKERS)
+                                        self.sampler, self.task.train_collate_fn(), drop_last=False,
+                                        pin_memory=pin, seed=cfg.SEED, persistent_workers=cfg.PERSISTENT_WORKERS)
         # each rank evaluates its block of the val set; the task gathers it on rank 0
         val_shard = EvalShard(len(val_set), cfg.TEST.BATCH_SIZE_PER_GPU, self.rank, self.world)
         self.val_loader = make_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, cfg.WORKERS, val_shard,
@@ -96,6 +96,7 @@ class Trainer:
         self.optimizer, self.scheduler = self._build_optimizer()
         # a backward that does not all-reduce (micro-batches before the last, local perturbation)
         self.no_sync = self.net.no_sync if dist.is_distributed() else contextlib.nullcontext
+        self.ema = ema.WeightAverage(self.model, cfg.TRAIN.EMA_DECAY)
         self.net = compile_model(self.net, cfg.COMPILE)
         if self.rank:  # the same weights everywhere, but each rank its own augmentations
             seed_everything(epoch_seed(cfg.SEED, self.rank, 0))
@@ -168,6 +169,7 @@ class Trainer:
                     global_step=self.global_step, rng=[r["rng"] for r in ranks],
                     history=self.history, best=self.best,
                     partial=[r["partial"] for r in ranks], config=self.cfg.to_dict(),
+                    **self.ema.checkpoint_fields(),
                     **({"scaler": self.scaler.state_dict()} if self.scaler else {}))
 
     def _save_last(self, epoch: int, iters_done: int) -> None:
@@ -207,6 +209,9 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
             raise UserError(f"{self.run_dir / checkpoint.LAST} does not fit this config "
                             f"({str(err).splitlines()[0][:160]})") from None
+        ema_note = self.ema.load(state, self.model, self.run_dir / checkpoint.LAST)
+        if ema_note:
+            self.log.warning(ema_note)
         if self._config_changes:
             resume_check.apply_hyperparameters(self.optimizer, self.scheduler, fresh)
             self.log.warning(f"config changes accepted: {'; '.join(self._config_changes)}")
@@ -281,6 +286,8 @@ class Trainer:
                     return {"stopped": True, "epoch": epoch}
                 if (epoch + 1) % cfg.TRAIN.EVAL_EVERY == 0 or epoch + 1 == end:
                     row.update({f"val_{k}": v for k, v in self._evaluate(self.run_dir).items()})
+                    if self.ema:
+                        row.update(ema.columns(self._evaluate(None, self.ema.module)))
                 self.history.append(row)
                 self._end_epoch(epoch, row)
                 for hook in self.epoch_hooks:
@@ -389,6 +396,7 @@ class Trainer:
             self.optimizer.rho_scale = self.rho_scale(self.global_step)
         optim.run_step(self.optimizer, run_pass, scaler, micro_batches=len(micro_batches),
                        no_sync=self.no_sync)
+        self.ema.update(self.model)
         self.scheduler.step()
         if len(sizes) == 1:
             loss, stats = first[0]
@@ -398,25 +406,30 @@ class Trainer:
         stats = {k: sum(float(first[i][1][k]) * w for i, w in enumerate(share)) for k in first[0][1]}
         return loss, stats, sum(sizes)
 
-    def _evaluate(self, out_dir: Path | None) -> dict:
-        """Every rank predicts its shard of the val set; the task gathers and scores on rank 0."""
+    def _evaluate(self, out_dir: Path | None, model=None) -> dict:
+        """Every rank predicts its shard of the val set; the task gathers and scores on rank 0.
+        ``model``: another model to score (the EMA), default the trained one."""
         self.model.eval()
         with torch.no_grad(), self._autocast():
-            metrics = self.task.evaluate(self.model, self.val_loader, out_dir if self.is_main else None)
+            metrics = self.task.evaluate(model or self.model, self.val_loader,
+                                         out_dir if self.is_main else None)
         self.model.train()
         return dist.broadcast_object(metrics)
 
     def _end_epoch(self, epoch: int, row: dict) -> None:
         key = f"val_{self.task.main_metric}"
-        if row.get(key) is not None and math.isfinite(row[key]):  # None: no ground truth to score
-            better = (not self.best or (row[key] > self.best[key] if self.task.higher_is_better
-                                        else row[key] < self.best[key]))
+        which, scores = ema.better_weights(row, key, self.task.higher_is_better)  # raw or EMA
+        if scores.get(key) is not None and math.isfinite(scores[key]):  # None: no ground truth to score
+            better = (not self.best or (scores[key] > self.best[key] if self.task.higher_is_better
+                                        else scores[key] < self.best[key]))
             if better:
-                self.best = {k: v for k, v in row.items() if k.startswith("val_") or k == "epoch"}
+                tag = {"weights": which} if self.ema else {}
+                self.best = {"epoch": epoch, **scores, **tag}
                 if self.is_main:
+                    weights = self.ema.module if which == "ema" else self.model
                     with self._uninterrupted():
-                        checkpoint.save(self.run_dir / checkpoint.BEST, model=self.model.state_dict(),
-                                        epoch=epoch, metrics=self.best, config=self.cfg.to_dict())
+                        checkpoint.save(self.run_dir / checkpoint.BEST, model=weights.state_dict(),
+                                        epoch=epoch, metrics=self.best, config=self.cfg.to_dict(), **tag)
         self._save_last(epoch + 1, 0)
         if self.is_main:
             self.tb.scalars("epoch", row, epoch)

@@ -1,8 +1,9 @@
-"""Classifier zoo keyed by ``MODEL.NAME``: CIFAR networks of the BSAM paper + torchvision.
+"""Classifier zoo keyed by ``MODEL.NAME``: CIFAR networks of the BSAM paper, torchvision, and
+any timm architecture as ``timm/<name>``.
 
 ``build_classifier(name, num_classes)`` is the one entry point (also used by the QAT
-task); ``head_prefix(name)`` tells where a model keeps its classifier, which pretrained
-loading, backbone freezing and the backbone learning-rate multiplier all need.
+task); ``head_prefix(name)`` tells where a model keeps its classifier (a tuple of state_dict
+prefixes), which pretrained loading, backbone freezing and the LR groups all need.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tasks.engine.errors import UserError
 
 from .cifar_resnet import cifar_resnet18, he_cifar_resnet
 from .pyramidnet import PyramidNet
+from .timm_backbones import build_timm, is_known, is_timm, timm_heads
 from .torchvision_backbones import TORCHVISION_HEADS, build_torchvision
 from .wideresnet import WideResNet
 
@@ -43,7 +45,31 @@ for _name, _head in TORCHVISION_HEADS.items():
 
 
 def available_models() -> list[str]:
+    """The suite's own names (timm's are ``timm/<name>``, see :func:`is_model_name`)."""
     return sorted(_MODELS)
+
+
+#: what MODEL.NAME takes, for the config check's message
+MODEL_NAMES_HELP = (f"one of {', '.join(sorted(_MODELS))}, or timm/<name> with a name of "
+                    "timm.list_models() (e.g. timm/resnet18, timm/convnext_atto)")
+
+
+def is_model_name(name) -> bool:
+    """Whether ``MODEL.NAME`` names a model (one of :func:`available_models` or ``timm/<name>``);
+    an unknown name is a :class:`UserError` with the closest known name, the config check's
+    one-line message."""
+    if name in _MODELS or (is_timm(name) and is_known(name)):
+        return True
+    raise UserError(f"MODEL.NAME: unknown model {name!r}; {_closest(str(name))}"
+                    f"expected {MODEL_NAMES_HELP}")
+
+
+def _closest(name: str) -> str:
+    import timm
+
+    known = list(_MODELS) + [f"timm/{n}" for n in timm.list_models()]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _spec(name: str) -> ModelSpec:
@@ -60,9 +86,13 @@ def build_classifier(name: str, num_classes: int) -> nn.Module:
     """A freshly initialised classifier ``name`` with ``num_classes`` outputs."""
     if num_classes < 1:
         raise UserError(f"MODEL.NUM_CLASSES must be >= 1, got {num_classes}")
+    if is_timm(name):
+        return build_timm(name, num_classes)
     return _spec(name).build(num_classes)
 
 
-def head_prefix(name: str) -> str:
-    """The state_dict prefix (e.g. ``"fc."``) of the classifier of model ``name``."""
-    return _spec(name).head
+def head_prefix(name: str) -> tuple[str, ...]:
+    """The state_dict prefixes (e.g. ``("fc.",)``) of the classifier of model ``name``."""
+    if is_timm(name):
+        return timm_heads(name)
+    return (_spec(name).head,)
