@@ -6,7 +6,7 @@ import pytest
 from tasks.engine.config import load
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-FAMILIES = ["cls_cifar10", "cls_cifar100", "transfer_flowers"]
+FAMILIES = ["cls_cifar10", "cls_cifar100", "transfer_flowers", "transfer_timm"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -35,6 +35,16 @@ def test_transfer_config_fine_tunes_pretrained_resnet18():
     assert cfg.MODEL.NAME == "resnet18" and cfg.MODEL.PRETRAINED == "ResNet18_Weights.IMAGENET1K_V1"
     assert cfg.DATASET.FORMAT == "imagefolder" and cfg.DATASET.AUGMENT == "transfer"
     assert (cfg.DATASET.TRAIN_SET, cfg.DATASET.TEST_SET) == ("train", "test")
+
+
+def test_timm_recipe_switches_every_part_of_the_reference_recipe_on():
+    cfg = load(CONFIGS / "transfer_timm_bsam.yaml")
+    d, t = cfg.DATASET, cfg.TRAIN
+    assert cfg.MODEL.NAME.startswith("timm/") and cfg.MODEL.PRETRAINED == "timm"
+    assert (d.AUTO_AUGMENT, d.INTERPOLATION, d.MEAN) == ("randaugment", "auto", [])
+    assert d.RANDOM_ERASE > 0 and d.MIXUP_ALPHA > 0 and d.CUTMIX_ALPHA > 0 and cfg.LOSS.LABEL_SMOOTHING > 0
+    assert 0 < t.LAYER_DECAY < 1 and t.NO_WD_NORM_BIAS and 0 < t.EMA_DECAY < 1
+    assert cfg.SAM.METHOD == "bsam"
 
 
 def test_transfer_config_finds_the_flowers_layout(shared_data):
