@@ -8,7 +8,8 @@ taken the base step: the average only ever sees the weights the run really has.
 
 Each evaluation scores the raw and the averaged weights; metrics.csv holds both (the
 average's columns end in ``_ema``), and :func:`better_weights` says which of the two
-``model_best.pth`` keeps.  Checkpoints hold the average (``ema``), so a resume continues it
+``model_best.pth`` keeps (its field ``weights``: ``raw`` or ``ema``; the run's ``best``
+metrics say ``ema_weights`` 1 or 0).  Checkpoints hold the average (``ema``), so a resume continues it
 bit-identically.
 """
 from __future__ import annotations

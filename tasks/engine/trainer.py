@@ -423,13 +423,14 @@ class Trainer:
             better = (not self.best or (scores[key] > self.best[key] if self.task.higher_is_better
                                         else scores[key] < self.best[key]))
             if better:
-                tag = {"weights": which} if self.ema else {}
-                self.best = {"epoch": epoch, **scores, **tag}
+                flag = {"ema_weights": int(which == "ema")} if self.ema else {}  # best holds numbers only
+                self.best = {"epoch": epoch, **scores, **flag}
                 if self.is_main:
                     weights = self.ema.module if which == "ema" else self.model
                     with self._uninterrupted():
                         checkpoint.save(self.run_dir / checkpoint.BEST, model=weights.state_dict(),
-                                        epoch=epoch, metrics=self.best, config=self.cfg.to_dict(), **tag)
+                                        epoch=epoch, metrics=self.best, config=self.cfg.to_dict(),
+                                        **({"weights": which} if self.ema else {}))
         self._save_last(epoch + 1, 0)
         if self.is_main:
             self.tb.scalars("epoch", row, epoch)

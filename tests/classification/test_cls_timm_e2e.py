@@ -51,7 +51,7 @@ def test_timm_recipe_fine_tunes_a_local_timm_model_then_evaluates_and_exports(sh
     best = torch.load(run_dir / "model_best.pth", weights_only=True)
     assert best["weights"] in ("raw", "ema") and best["model"]["fc.weight"].shape[0] == 5
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["best"]["weights"] == best["weights"]
+    assert results["best"]["ema_weights"] == (best["weights"] == "ema")
     assert json.loads(proc.stdout.strip().splitlines()[-1])["best"]["val_top1"] == results["best"]["val_top1"]
 
     evaluated = run_tool("tools/eval.py", "--cfg", RECIPE, "--checkpoint", run_dir / "model_best.pth",
