@@ -9,7 +9,8 @@ data are generated or synthetic tensors; nothing is downloaded).
 2. ``torchrun --nproc_per_node 1`` trainings of a tiny pose config on generated data (NCCL on
    a GPU): all-reduce, gather, sharded COCO evaluation, a SIGTERM stop and ``--resume``,
    whose final weights must equal an uninterrupted run's;
-3. the CUDA rows of ``benchmarks/optim_overhead.py``;
+3. the CUDA rows of ``benchmarks/optim_overhead.py`` and, on two GPUs, the NCCL rows of
+   ``benchmarks/communication.py`` (all-reduces per step of SGD/SAM/BSAM, global and local);
 4. images/s of SGD, SAM and BSAM for CIFAR ResNet-18 (batch 128, 32x32) and SimpleBaseline
    ResNet-50 (batch 32, 256x192) on synthetic tensors: fp32, bf16, bf16 + channels_last and
    bf16 + channels_last + torch.compile.
@@ -136,6 +137,22 @@ def optimizer_overhead(steps: int) -> None:
             report("optim_overhead", f"{cells[0]} {cells[2]}", "measured", f"{cells[3]} ms/step, {cells[4]}")
 
 
+def communication() -> None:
+    """benchmarks/communication.py over NCCL (two GPUs): all-reduces per step, global vs local."""
+    if torch.cuda.device_count() < 2:
+        report("communication", "NCCL rows", "skipped", "(needs two CUDA GPUs)")
+        return
+    proc = run(["benchmarks/communication.py", "--backend", "nccl"], timeout=180)
+    if proc.returncode != 0:
+        report("communication", "NCCL rows", "FAIL", proc.stderr.strip().splitlines()[-1])
+        return
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[2].isdigit():
+            report("communication", f"{cells[0]} {cells[1]}", "measured",
+                   f"{cells[2]} all-reduces, {cells[3]} MB, {cells[4]} ms/step")
+
+
 def synthetic_workload(name: str, device: torch.device):
     """(model, inputs, loss_fn, batch) on synthetic tensors."""
     import torch.nn.functional as F
@@ -229,9 +246,10 @@ def main() -> int:
         torchrun_training(Path(out), TRAINING["quick" if args.quick else "full"])
     if gpu:
         optimizer_overhead(10)
+        communication()
         throughput(args.iters, started + args.budget - 10)
     else:
-        for part in ("optim_overhead", "throughput"):
+        for part in ("optim_overhead", "communication", "throughput"):
             report(part, "CUDA rows", "skipped", "(--quick)" if args.quick else "(no CUDA device)")
     print(f"\n| part | item | status | detail |\n|---|---|---|---|")
     for row in rows:
