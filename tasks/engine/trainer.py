@@ -347,7 +347,7 @@ class Trainer:
             diag = dict(getattr(self.optimizer, "last_stats", {}))
             self.nonfinite.observe(loss, diag, f"epoch {epoch}, iteration {it}")
             diagnostics.add(diag)
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self.optimizer.param_groups[0]["lr"]  # group 0's LR is the one logged
             if self.is_main:
                 self.tb.scalars("iter", {"loss": loss, "lr": lr, **diag}, self.global_step)
                 postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.3g}"}

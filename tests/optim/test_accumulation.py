@@ -79,6 +79,28 @@ def test_the_step_count_counts_optimizer_steps_not_micro_batches():
     assert opt.cycle.steps_begun == 4 and fulls == [1.0, 0.0, 1.0, 0.0]
 
 
+@pytest.mark.parametrize("perturb", ["global", "local"])
+def test_micro_batches_under_a_grad_scaler_give_the_unscaled_step_and_stats(perturb):
+    plain, scaled = tiny_mlp().float(), tiny_mlp().float()
+    opts = [build(m, "bsam", perturb=perturb, interval=2, reuse="look") for m in (plain, scaled)]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    for t in range(4):
+        x, y = batch(seed=t, n=16)
+        x = x.float()
+        micro_step(plain, opts[0], x, y, pieces=4)
+        xs, ys = x.chunk(4), y.chunk(4)
+
+        def run_pass(i):
+            loss = torch.nn.functional.cross_entropy(scaled(xs[i]), ys[i])
+            scaler.scale(loss * 0.25).backward()
+            return loss
+
+        optim.run_step(opts[1], run_pass, scaler, micro_batches=4)
+        assert opts[1].last_stats["grad_norm"] == pytest.approx(opts[0].last_stats["grad_norm"], rel=1e-4)
+    for p, q in zip(plain.parameters(), scaled.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("opts,expected", [
     (["TRAIN.ACCUMULATE_STEPS", "0"], "TRAIN.ACCUMULATE_STEPS"),
     (["SAM.PERTURB", "locale"], "SAM.PERTURB"),

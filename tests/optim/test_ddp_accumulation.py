@@ -43,6 +43,12 @@ def worker(rank, init_file, out_file):
                 if t == 0:
                     out["local"][f"{method}_grad_norm_0"] = opt.last_stats["grad_norm"]
             out["local"][method] = weights(model)
+        model = DDP(tiny_mlp())  # LookSAM under local perturbation: v travels with the direction
+        opt = build(model, "bsam", perturb="local", interval=2, reuse="look")
+        for t in range(3):
+            micro_step(model, opt, *shard(t, rank), pieces=2, no_sync=model.no_sync)
+        out["local_v"] = [opt.cycle.v[p] for p in opt.param_groups[0]["params"]]
+        out["local_look"] = weights(model)
         for method, perturb in COUNTED:
             model = DDP(tiny_mlp())
             opt = build(model, method, **({"perturb": perturb} if method != "none" else {}))
@@ -92,6 +98,11 @@ def test_two_processes_accumulate_and_perturb_locally(tmp_path):
             assert torch.equal(ranks[0]["local"][method][k], ranks[1]["local"][method][k]), k
             torch.testing.assert_close(ranks[0]["local"][method][k], v, atol=1e-6, rtol=0,
                                        msg=f"local {method} {k}")
+
+    for a, b in zip(ranks[0]["local_v"], ranks[1]["local_v"]):
+        assert torch.equal(a, b)
+    for k, v in ranks[0]["local_look"].items():
+        assert torch.equal(v, ranks[1]["local_look"][k]), k
 
     calls = ranks[0]["calls"]
     assert calls == {"none_global": 1, "sam_global": 2, "sam_local": 1, "bsam_global": 3,
