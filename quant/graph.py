@@ -12,7 +12,11 @@ integers between layers, so the QAT model must quantize the same tensors, once e
   that reads the residual stream at fewer bits then reads a requantized copy (its own input
   quantizer, right before it);
 * ops that only move values (slicing, zero padding, max-pooling, flattening) keep a
-  quantized tensor on its grid, so the quantizer sits before them, not after.
+  quantized tensor on its grid, so the quantizer sits before them, not after;
+* the integer kernels learn the quantizers they read and write (:func:`link_integer_kernels`),
+  so that evaluation computes the deployed arithmetic (:mod:`quant.integer`): each layer its
+  output quantizer, and residual adds and global average pooling between quantized tensors
+  become :class:`QuantAdd` / :class:`QuantGlobalAvgPool` nodes.
 
 One :class:`LsqQuantizer` per quantized tensor (in ``act_quantizers``), shared by all its
 consumers; layers keep a reference to their input's quantizer for the int32 bias grid.
@@ -28,10 +32,12 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from .lsq import LsqQuantizer
-from .modules import QUANTIZED_TYPES, QuantConv2d, QuantConvBn2d, QuantLayerMixin
+from .modules import QUANTIZED_TYPES, QuantAdd, QuantConv2d, QuantConvBn2d, QuantGlobalAvgPool, QuantLayerMixin
 
 #: Submodule holding the activation quantizers (one per quantized tensor, named by its node).
 ACT_QUANTIZERS = "act_quantizers"
+#: Submodule holding the parameter-free integer ops (QuantAdd, QuantGlobalAvgPool).
+INTEGER_OPS = "integer_ops"
 
 _RELU_MODULES = (nn.ReLU, nn.ReLU6)
 _RELU_FUNCTIONS = {F.relu, torch.relu, F.relu6}
@@ -110,6 +116,7 @@ def build_qat_graph(model: nn.Module, plans) -> fx.GraphModule:
             if _is_add(node) and placer.touches_quantized(node):
                 for tensor in (node.args[0], node.args[1], _after_relu(gm, node)):
                     placer.widen(tensor, RESIDUAL_BITS if bits < WIDE_RESIDUAL_BELOW else bits)
+    link_integer_kernels(gm, placer)
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
@@ -153,6 +160,11 @@ def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in _RELU_METHODS
 
 
+def _is_relu6(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return (node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.ReLU6)) or (
+        node.op == "call_function" and node.target is F.relu6)
+
+
 def _after_relu(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
     """``node``'s ReLU when it is its only consumer (the quantizer goes after it), else ``node``."""
     user = _sole_user(node)
@@ -164,6 +176,35 @@ def _is_add(node: fx.Node) -> bool:
               or (node.op == "call_method" and node.target in _ADD_METHODS))
     return (is_add and len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args)
             and node.kwargs.get("alpha", 1) == 1)
+
+
+def link_integer_kernels(gm: fx.GraphModule, placer: "_QuantizerPlacer") -> None:
+    """Give every integer kernel of the final graph the quantizers it reads and writes."""
+    for node in list(gm.graph.nodes):
+        out, relu = placer.written_quantizer(node)
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), QuantLayerMixin):
+            gm.get_submodule(node.target).attach_output_quantizer(out, relu)
+            continue
+        kind = QuantAdd if _is_add(node) else QuantGlobalAvgPool if _is_global_avgpool(gm, node) else None
+        operands = node.args[:2] if kind is QuantAdd else node.args[:1]
+        inputs = [placer.quantizer_node(a) if isinstance(a, fx.Node) else None for a in operands]
+        if kind is None or out is None or any(q is None or placer.source(a) is not q
+                                              for a, q in zip(operands, inputs)):
+            continue
+        target = f"{INTEGER_OPS}.{node.name}"
+        gm.add_submodule(target, kind(tuple(gm.get_submodule(q.target) for q in inputs), out, relu))
+        with gm.graph.inserting_before(node):
+            op = gm.graph.call_module(target, tuple(operands))
+        node.replace_all_uses_with(op)
+        gm.graph.erase_node(node)
+
+
+def _is_global_avgpool(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        pool = gm.get_submodule(node.target)
+        return isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1))
+    size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+    return node.op == "call_function" and node.target is F.adaptive_avg_pool2d and size in (1, (1, 1))
 
 
 class _QuantizerPlacer:
@@ -204,6 +245,15 @@ class _QuantizerPlacer:
         if self.is_quantizer(source):
             return source
         return next((u for u in source.users if self.is_quantizer(u)), None)
+
+    def written_quantizer(self, node: fx.Node) -> tuple[LsqQuantizer | None, bool]:
+        """``(quantizer, through_relu)`` when ``node``'s result (after its ReLU, if that is its
+        only consumer) goes to one activation quantizer and nowhere else, else ``(None, False)``."""
+        after = _after_relu(self.gm, node)
+        users = list(after.users)
+        if len(users) != 1 or not self.is_quantizer(users[0]) or (after is not node and _is_relu6(self.gm, after)):
+            return None, False  # a ReLU6's clip at 6 is a float op between them
+        return self.gm.get_submodule(users[0].target), after is not node
 
     def ensure(self, node: fx.Node, bits: int) -> LsqQuantizer:
         """The quantizer of ``node``'s tensor, inserted right after its source if it has none."""

@@ -91,6 +91,8 @@ class LsqQuantizer(nn.Module):
         self.step_size = nn.Parameter(torch.ones(self.channels))
         self.register_buffer("signed", torch.tensor(bool(signed)))
         self.register_buffer("initialized", torch.tensor(False))
+        #: the grid's bits, saved so that a checkpoint says what it was trained at
+        self.register_buffer("bit_width", torch.tensor(self.bits))
         self._signed = bool(signed)  # python mirror of the buffer: no device sync per forward
         self._initialized = False
         self._observer: dict | None = None  # set between begin_observing / end_observing
@@ -122,8 +124,18 @@ class LsqQuantizer(nn.Module):
         self._signed = bool(signed)
         self.signed.fill_(self._signed)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """A checkpoint at other bits is an error (the step sizes would load onto another grid);
+        one written before the bits were saved loads as it did."""
+        stored = state_dict.get(prefix + "bit_width")
+        if stored is not None and int(stored) != self.bits:
+            error_msgs.append(f"{prefix[:-1]}: trained at {int(stored)} bits, this model has {self.bits}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if stored is None and prefix + "bit_width" in missing_keys:
+            missing_keys.remove(prefix + "bit_width")
         self._signed = bool(self.signed)
         self._initialized = bool(self.initialized)
 
@@ -207,6 +219,8 @@ class LsqQuantizer(nn.Module):
             self.step_size.data.clamp_(min=MIN_STEP_SIZE)
         qn, qp = self.qrange()
         step = self.broadcast_scale(v)
+        if not torch.is_grad_enabled():  # the same values without the gradient identities
+            return torch.clamp((v / step).round(), -qn, qp) * step
         # N: the elements sharing one step size (one sample's features for activations)
         elements = v[0].numel() if (self.per_channel or self.activation) else v.numel()
         factor = 1.0 / math.sqrt(max(elements, 1) * max(qp, 1))
@@ -216,6 +230,12 @@ class LsqQuantizer(nn.Module):
         kind = "per-channel" if self.per_channel else "per-tensor"
         what = "activation" if self.activation else "weight"
         return f"{what}, bits={self.bits}, {'signed' if self._signed else 'unsigned'}, {kind}"
+
+
+def stored_bits(state: dict) -> dict[str, int]:
+    """``{quantizer name: bits}`` of the quantizers a state_dict saved (see ``bit_width``)."""
+    suffix = ".bit_width"
+    return {k[:-len(suffix)]: int(v) for k, v in state.items() if k.endswith(suffix) and v.numel() == 1}
 
 
 def step_size_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -10,6 +10,12 @@ per tensor, shared by every consumer, as in the integer graph).  The layer keeps
 reference to that quantizer (not a submodule: it belongs to the graph) because the bias is
 rounded to the int32 grid ``s_in * s_w``, which integer kernels add to their accumulator.
 
+Training fake-quantizes (LSQ, straight-through gradients).  Evaluation without gradients
+computes the deployed integer kernels instead (:mod:`quant.integer`): a layer that knows the
+quantizer of the tensor it writes (the graph attaches it) returns that quantizer's grid values
+exactly as onnxruntime's QLinearConv / QGemm rounds them; :class:`QuantAdd` and
+:class:`QuantGlobalAvgPool` do the same for residual adds and the pooled features.
+
 :class:`QuantConvBn2d` is a convolution with the BatchNorm that follows it folded in: its
 weight quantizer sees, and evaluation computes, the folded weight and bias that the
 integer kernel uses.
@@ -20,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import integer
 from .lsq import LsqQuantizer, check_bits, round_ste
 
 #: Integer runtimes add the bias in the int32 accumulator: bias_int = round(b / (s_x * s_w)).
@@ -55,6 +62,20 @@ class QuantLayerMixin:
     def attach_input_quantizer(self, quantizer: LsqQuantizer | None) -> None:
         object.__setattr__(self, "_input_quantizer", quantizer)  # a reference, not a submodule
 
+    def attach_output_quantizer(self, quantizer: LsqQuantizer | None, through_relu: bool = False) -> None:
+        """The quantizer of the tensor this layer writes (after a ReLU when ``through_relu``):
+        the integer kernel then requantizes into its grid."""
+        object.__setattr__(self, "_output_quantizer", (quantizer, bool(through_relu)))
+
+    @property
+    def output_quantizer(self) -> LsqQuantizer | None:
+        """The activation quantizer of the tensor this layer writes (None: none, or not only)."""
+        return self.__dict__.get("_output_quantizer", (None, False))[0]
+
+    #: Whether the runtime has this layer's integer kernel with a float output (QGemm does;
+    #: a convolution without a quantized output runs in float).
+    float_output_kernel = False
+
     @property
     def w_bits(self) -> int | None:
         return None if self.weight_quantizer is None else self.weight_quantizer.bits
@@ -88,6 +109,32 @@ class QuantLayerMixin:
             return bias
         return round_ste(torch.clamp(bias / scale, INT32_MIN, INT32_MAX)) * scale
 
+    def integer_bias(self) -> torch.Tensor | None:
+        """The int32 bias the integer kernel adds (as floats), or None without one."""
+        bias, scale = self.folded_weight_and_bias()[1], self.bias_scale()
+        if bias is None or scale is None:
+            return None
+        return torch.clamp((bias.detach() / scale).round(), INT32_MIN, INT32_MAX)
+
+    def integer_forward(self, x: torch.Tensor, accumulate) -> torch.Tensor | None:
+        """What the deployed integer kernel returns for ``x``, or None where the float path
+        applies: training, gradients wanted, a quantizer off or not yet set, or no kernel.
+        ``accumulate(q_x, q_w, bias)`` gives the exact accumulator (float64)."""
+        iq, wq = self.input_quantizer, self.weight_quantizer
+        out, relu = self.__dict__.get("_output_quantizer", (None, False))
+        if out is not None and not integer.writes_grid(out, relu):
+            out = None
+        if (self.training or torch.is_grad_enabled() or wq is None or not integer.reads_grid(iq)
+                or not wq.active or (out is None and not self.float_output_kernel)):
+            return None
+        with torch.autocast(x.device.type, enabled=False):
+            q_w, s_w = wq.to_integer(self.folded_weight_and_bias()[0].detach())
+            acc = accumulate(integer.integers(x, iq), q_w, self.integer_bias())
+            scale = integer.channel_shape(integer.scale_of(iq) * s_w.float(), acc)
+            if out is None:
+                return acc.float() * scale
+            return integer.requantize(acc, scale / integer.scale_of(out), out)
+
     def _copy_float(self, layer: nn.Module) -> None:
         with torch.no_grad():
             self.weight.copy_(layer.weight)
@@ -118,6 +165,9 @@ class QuantConv2d(QuantLayerMixin, nn.Conv2d):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        deployed = self.integer_forward(x, lambda q, w, b: integer.conv_accumulator(q, w, b, self))
+        if deployed is not None:
+            return deployed
         return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
 
 
@@ -189,8 +239,50 @@ class QuantLinear(QuantLayerMixin, nn.Linear):
         layer._add_weight_quantizer(w_bits, per_channel)
         return layer
 
+    float_output_kernel = True  # QGemm with a float output (the classifier's logits)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        deployed = self.integer_forward(x, integer.linear_accumulator)
+        if deployed is not None:
+            return deployed
         return F.linear(x, self.quantized_weight(), self.quantized_bias())
+
+
+class _IntegerOp(nn.Module):
+    """A parameter-free op of the integer graph: it keeps references (not submodules) to the
+    quantizers of the tensors it reads and writes, set by :mod:`quant.graph`."""
+
+    def __init__(self, inputs: tuple[LsqQuantizer, ...], output: LsqQuantizer, through_relu: bool = False):
+        super().__init__()
+        object.__setattr__(self, "_quantizers", (tuple(inputs), output, bool(through_relu)))
+
+    def deployed(self) -> bool:
+        inputs, output, relu = self._quantizers
+        return (not self.training and not torch.is_grad_enabled() and all(map(integer.reads_grid, inputs))
+                and integer.writes_grid(output, relu))
+
+
+class QuantAdd(_IntegerOp):
+    """``a + b`` of two quantized tensors; evaluation computes onnxruntime's QLinearAdd."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if not self.deployed():
+            return a + b
+        (qa, qb), qc, _ = self._quantizers
+        with torch.autocast(a.device.type, enabled=False):
+            return integer.qlinear_add(a, qa, b, qb, qc)
+
+
+class QuantGlobalAvgPool(_IntegerOp):
+    """Global average pooling of a quantized tensor (N, C, 1, 1); evaluation computes
+    onnxruntime's QLinearGlobalAveragePool."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.deployed():
+            return F.adaptive_avg_pool2d(x, 1)
+        (qx,), qy, _ = self._quantizers
+        with torch.autocast(x.device.type, enabled=False):
+            return integer.qlinear_global_avgpool(x, qx, qy)
 
 
 #: Float layer type -> its quantized counterpart.  Exact types: a subclass may override

@@ -21,12 +21,10 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from .integer import UINT8_MAX, zero_point
 from .lsq import LsqQuantizer
-from .modules import INT32_MAX, INT32_MIN, QuantLayerMixin
+from .modules import QuantLayerMixin
 from .weight_format import stored_integers, zero_points
-
-UINT8_MAX = 255
-SIGNED_ZERO_POINT = 128
 
 
 @dataclass(frozen=True)
@@ -132,15 +130,15 @@ class GraphBuilder:
     def quantize(self, x: str, quantizer: LsqQuantizer, base: str) -> QTensor:
         """QuantizeLinear to uint8 at the learned step size, then an integer Clip to the grid."""
         qn, qp = quantizer.qrange()
-        zp = SIGNED_ZERO_POINT if quantizer.is_signed else 0
+        zp = zero_point(quantizer)
         scale = self.const(f"{base}.scale", np.array(float(quantizer.scale().detach().cpu()[0]), np.float32))
-        zero_point = self.const(f"{base}.zero_point", np.array(zp, np.uint8))
-        q = self.op("QuantizeLinear", [x, scale, zero_point], f"{base}.q")
+        zp_name = self.const(f"{base}.zero_point", np.array(zp, np.uint8))
+        q = self.op("QuantizeLinear", [x, scale, zp_name], f"{base}.q")
         low, high = zp - qn, zp + qp
         if (low, high) != (0, UINT8_MAX):
             q = self.op("Clip", [q, self.const(f"{base}.qmin", np.array(low, np.uint8)),
                                  self.const(f"{base}.qmax", np.array(high, np.uint8))], f"{base}.grid")
-        return QTensor(q, scale, zero_point, quantizer, zp)
+        return QTensor(q, scale, zp_name, quantizer, zp)
 
     def dequantize(self, value: QTensor) -> str:
         return self.op("DequantizeLinear", [value.name, value.scale, value.zero_point], f"{value.name}.dq")
@@ -175,11 +173,11 @@ class GraphBuilder:
         _, bias = _weight_and_bias(layer)
         if bias is None:
             return []
-        scale = layer.bias_scale() if isinstance(layer, QuantLayerMixin) else None
-        if scale is None:
+        q = layer.integer_bias() if isinstance(layer, QuantLayerMixin) else None
+        if q is None:
             return [self.const(f"{base}.bias", bias)]
-        q = torch.clamp((bias.detach() / scale).round(), INT32_MIN, INT32_MAX).to(torch.int32)
-        scale = scale.float().cpu().numpy()
+        q = q.to(torch.int32)  # the int32 grid s_x * s_w, as evaluation adds it
+        scale = layer.bias_scale().float().cpu().numpy()
         per_channel = scale.size > 1
         inputs = [self.const(f"{base}.bias_int32", q),
                   self.const(f"{base}.bias_scale", scale if per_channel else scale.reshape(()))]

@@ -16,6 +16,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from .lsq import LsqQuantizer
+from .modules import QuantAdd, QuantGlobalAvgPool
 from .onnx_builder import GraphBuilder, QTensor
 
 
@@ -151,6 +152,15 @@ def _emit_adaptive_avgpool(b: GraphBuilder, node, pool=None) -> str:
     return b.op("AveragePool", [x], node.name, kernel_shape=k, strides=k)
 
 
+def _emit_quant_add(b: GraphBuilder, node, add: QuantAdd) -> str:
+    """Add of two dequantized tensors; onnxruntime fuses it (and the quantizer) into a QLinearAdd."""
+    return b.op("Add", [b.tensor_in(node.args[0]), b.tensor_in(node.args[1])], node.name)
+
+
+def _emit_quant_global_avgpool(b: GraphBuilder, node, pool: QuantGlobalAvgPool) -> str:
+    return b.op("GlobalAveragePool", [b.tensor_in(node.args[0])], node.name)
+
+
 def _unary(op_type: str, **attrs) -> Callable:
     def emit(b: GraphBuilder, node, module=None) -> str:
         return b.op(op_type, [b.tensor_in(node.args[0])], node.name, **attrs)
@@ -210,6 +220,8 @@ MODULE_EMITTERS: dict[type, Callable] = {
     nn.ConvTranspose2d: _emit_conv_transpose2d,
     nn.modules.batchnorm._BatchNorm: _emit_batchnorm,
     LsqQuantizer: _emit_quantizer,
+    QuantAdd: _emit_quant_add,
+    QuantGlobalAvgPool: _emit_quant_global_avgpool,
     nn.ReLU: _emit_relu,
     nn.ReLU6: _emit_relu6,
     nn.Hardtanh: _emit_hardtanh,  # after ReLU6 in lookup order: ReLU6 is a Hardtanh subclass

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 from torch import nn
 
-from .lsq import check_bits
+from .lsq import LsqQuantizer, check_bits
 from .graph import build_qat_graph
 from .modules import QUANTIZED_TYPES, QuantConvBn2d, QuantLayerMixin, _optional_bits
 
@@ -155,6 +155,22 @@ def layer_bits(model: nn.Module) -> dict[str, dict]:
             bits[name] = {"type": type(module).__name__, "w_bits": None, "a_bits": None,
                           "per_channel": False, "a_signed": None}
     return bits
+
+
+def quantizer_roles(model: nn.Module, plans: list[LayerPlan]) -> dict[str, tuple[str, str]]:
+    """``{quantizer name: (what, policy)}`` of a prepared model: ``what`` is "weights" or
+    "inputs" of a layer whose plan has ``policy`` ("body", "first", ...), or "activations"
+    (the other tensors the graph carries, at the body's bits)."""
+    policy = {p.name: p.reason for p in plans}
+    names = {id(m): n for n, m in model.named_modules() if isinstance(m, LsqQuantizer)}
+    roles = {n: ("activations", "body") for n in names.values()}
+    for name, layer in model.named_modules():
+        if isinstance(layer, QuantLayerMixin):
+            if layer.weight_quantizer is not None:
+                roles[f"{name}.weight_quantizer"] = ("weights", policy.get(name, "body"))
+            if id(layer.input_quantizer) in names:
+                roles[names[id(layer.input_quantizer)]] = ("inputs", policy.get(name, "body"))
+    return roles
 
 
 def format_summary(plans: list[LayerPlan]) -> str:

@@ -6,9 +6,9 @@
     python tools/export.py --cfg configs/pose_bsam.yaml --checkpoint <pose checkpoint>
 
 The file is written (atomically) only when onnxruntime's outputs on the config's evaluation
-inputs agree with the PyTorch model (the task's ``export`` says how; a task without one says
-so); quantized models run on integer kernels.  Prints a JSON report (path, bytes, agreement,
-integer kernels).
+inputs agree with the PyTorch model (the task's ``export`` says how, ``--min-agreement`` sets
+the fraction of agreeing inputs; a task without one says so); quantized models run on integer
+kernels.  Prints a JSON report (path, bytes, agreement, integer kernels).
 """
 from __future__ import annotations
 
@@ -28,16 +28,21 @@ def main() -> int:
     parser.add_argument("--out", help="ONNX file to write (default: RUN_DIR/model.onnx)")
     parser.add_argument("--check-images", type=int, default=None,
                         help="evaluation inputs for the onnxruntime check (default: the task's)")
+    parser.add_argument("--min-agreement", type=float, default=None,
+                        help="fraction of the check inputs whose top-1 must agree with PyTorch "
+                             "(default: QUANT.EXPORT_MIN_AGREEMENT, or the task's)")
     args = parser.parse_args()
     if args.out:
         check_output_path(args.out, "--out", folder=False)
     cfg = config.load(args.cfg, args.opts)
     if args.check_images is not None and args.check_images < 1:
         raise UserError(f"--check-images {args.check_images}: use a number >= 1")
+    if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
+        raise UserError(f"--min-agreement {args.min_agreement}: use a fraction from 0 to 1")
     task = get_task(cfg.TASK)(cfg)
     model = task.load_trained(args.checkpoint).eval()
     out = Path(args.out) if args.out else run_dir_of(cfg) / "model.onnx"
-    report = task.export(model, out, images=args.check_images)
+    report = task.export(model, out, images=args.check_images, min_agreement=args.min_agreement)
     print(json.dumps({k: v for k, v in report.items() if k != "layers"}))
     return 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from quant.export import DEFAULT_OPSET, ExportReport, export_onnx
+from quant.export import DEFAULT_OPSET, ExportReport, Tolerance, export_onnx
 from tasks.classification.data import detect_format
 from tasks.classification.task import class_names
 from tasks.classification.input_config import input_config
@@ -45,11 +45,22 @@ def check_count(cfg, default: int = 512) -> int:
     return int(quant.EXPORT_CHECK_IMAGES) if quant is not None else default
 
 
-def export_classifier(model: nn.Module, cfg, dataset, path: str | Path | None,
-                      images: int | None = None, threads: int | None = None) -> ExportReport:
+def min_agreement(cfg, given: float | None = None) -> float:
+    """The top-1 agreement the export needs: ``given`` (``--min-agreement``), else the config's
+    ``QUANT.EXPORT_MIN_AGREEMENT``, else the library's default."""
+    if given is not None:
+        return float(given)
+    quant = cfg.get("QUANT")
+    return float(quant.EXPORT_MIN_AGREEMENT) if quant is not None else Tolerance().min_top1_agreement
+
+
+def export_classifier(model: nn.Module, cfg, dataset, path: str | Path | None, images: int | None = None,
+                      threads: int | None = None, agreement: float | None = None) -> ExportReport:
     """ONNX of ``model`` at ``path`` (atomically, only if onnxruntime agrees with PyTorch on
-    ``images`` test images); raises ExportParityError / ValueError otherwise."""
+    ``images`` test images, on at least :func:`min_agreement` of them); raises
+    ExportParityError / ExportWriteError / ValueError otherwise."""
     inputs = check_images(dataset, images or check_count(cfg))
+    tolerance = Tolerance(min_top1_agreement=min_agreement(cfg, agreement))
     _, report = export_onnx(model, inputs, path, metadata=export_metadata(cfg, dataset), threads=threads,
-                            **export_options(cfg))
+                            tolerance=tolerance, **export_options(cfg))
     return report

@@ -179,14 +179,15 @@ class ClassificationTask(Task):
             raise UserError(f"checkpoint {path} is a QAT checkpoint: use the qat config it was "
                             f"trained with (TASK: qat)")
 
-    def export(self, model: nn.Module, path, images: int | None = None) -> dict:
+    def export(self, model: nn.Module, path, images: int | None = None, min_agreement: float | None = None) -> dict:
         """ONNX of the classifier (integer kernels for a QAT model), checked on test images."""
         from tasks.engine.exporting import checked_export
 
         from .export import export_classifier
 
         _, val_set = self.build_datasets()
-        return checked_export(export_classifier, model, self.cfg, val_set, path, images=images)
+        return checked_export(export_classifier, model, self.cfg, val_set, path, images=images,
+                              agreement=min_agreement)
 
 
 def holds_quantizers(state: dict) -> bool:

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from quant.export import ExportParityError, ExportReport
+from quant.export import ExportParityError, ExportReport, ExportWriteError
 from tasks.engine.errors import UserError
 
 
@@ -24,7 +24,7 @@ def checked_export(export: Callable[..., ExportReport], *args, **kwargs) -> dict
     """Run an exporter; its refusal (parity check, unsupported layer) becomes a UserError."""
     try:
         return export(*args, **kwargs).as_dict()
-    except ExportParityError as err:
+    except (ExportParityError, ExportWriteError) as err:
         raise UserError(str(err)) from None
     except ValueError as err:
         raise UserError(f"cannot export the model: {err}") from None

@@ -134,9 +134,10 @@ class Task:
         Writes its pictures/files into ``out_dir`` and returns a JSON-able report."""
         raise self._not_offered("prediction on one picture (--image)")
 
-    def export(self, model: nn.Module, path, images: int | None = None) -> dict:
+    def export(self, model: nn.Module, path, images: int | None = None, min_agreement: float | None = None) -> dict:
         """Write ``model`` (eval mode, weights loaded) as a deployable file at ``path`` after
-        checking it against PyTorch on ``images`` evaluation inputs; return the report.
+        checking it against PyTorch on ``images`` evaluation inputs (at least ``min_agreement``
+        of them agreeing, else the task's own threshold); return the report.
         Raises :class:`UserError` when the file cannot be made or fails its check."""
         raise self._not_offered("export")
 

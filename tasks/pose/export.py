@@ -10,6 +10,7 @@ reproduce ``tools/eval.py --image`` with NumPy and onnxruntime alone.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
@@ -43,10 +44,12 @@ def pose_metadata(cfg) -> dict[str, str]:
 
 
 def export_pose(model: nn.Module, cfg, dataset, path: str | Path | None, images: int = 16,
-                threads: int | None = None) -> ExportReport:
+                threads: int | None = None, agreement: float | None = None) -> ExportReport:
     """Float ONNX of ``model`` at ``path`` (atomically, only if onnxruntime's heatmaps agree
-    with PyTorch's on ``images`` validation crops); raises ExportParityError / ValueError."""
+    with PyTorch's on ``images`` validation crops: the peaks of ``agreement`` of the joints,
+    default HEATMAP_TOLERANCE's); raises ExportParityError / ValueError."""
     inputs = check_images(dataset, images)
-    _, report = export_onnx(model, inputs, path, opset=17, tolerance=HEATMAP_TOLERANCE,
+    tolerance = HEATMAP_TOLERANCE if agreement is None else replace(HEATMAP_TOLERANCE, min_top1_agreement=agreement)
+    _, report = export_onnx(model, inputs, path, opset=17, tolerance=tolerance,
                             metadata=pose_metadata(cfg), threads=threads)
     return report

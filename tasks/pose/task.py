@@ -286,13 +286,14 @@ class PoseTask(Task):
 
         return pose_report(model, self.cfg, image, boxes, out_dir)
 
-    def export(self, model, path, images=None) -> dict:
+    def export(self, model, path, images=None, min_agreement=None) -> dict:
         """Float ONNX of the heatmap model, checked on validation crops (tasks/pose/export.py)."""
         from tasks.engine.exporting import checked_export
 
         from .export import export_pose
 
-        return checked_export(export_pose, model, self.cfg, self.build_val_dataset(), path, images=images or 16)
+        return checked_export(export_pose, model, self.cfg, self.build_val_dataset(), path, images=images or 16,
+                              agreement=min_agreement)
 
 
 def _np(x) -> np.ndarray:

@@ -16,13 +16,17 @@ section:
   float weights are perturbed; the step sizes sit in their own param group with
   rho = rho_min = 0, and without weight decay, which would shrink them towards 0);
 * ``EXPORT``: write ``model.onnx`` into the run folder after the last epoch, checked with
-  onnxruntime (its optimised, integer-kernel run) on ``EXPORT_CHECK_IMAGES`` test images; a
-  failed export fails the run (results.json says why, exit status 2); ``EXPORT_FORMAT``:
+  onnxruntime (its optimised, integer-kernel run) on ``EXPORT_CHECK_IMAGES`` test images, of
+  which at least ``EXPORT_MIN_AGREEMENT`` must get PyTorch's class (evaluation computes the
+  integer kernels' arithmetic, so a lower agreement is a bug, not rounding); a failed export
+  fails the run (results.json says why, exit status 2) and keeps its checkpoints; ``EXPORT_FORMAT``:
   ``int8`` (weights stored as int8: integer kernels, fast) or ``int4`` (<= 4-bit weights
   packed two per byte: smallest file, float kernels; needs ``OPSET`` >= 21).
 
 ``MODEL.PRETRAINED`` is the float checkpoint to start from (e.g. a classification run's
-``model_best.pth``).  Evaluation reports top-1/top-5 of the quantized model.
+``model_best.pth``).  Evaluation reports top-1/top-5 of the quantized model.  A trained
+checkpoint is refused with a config whose bit widths differ from the ones it was trained at
+(its quantizers store them), naming the keys: evaluate and export with the run's config.
 """
 from __future__ import annotations
 
@@ -32,8 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from quant import calibrate, prepare_qat, step_size_parameters
-from quant.export import ExportParityError
+from quant import calibrate, plan_quantization, prepare_qat, step_size_parameters
+from quant.export import ExportParityError, ExportWriteError
 from quant.weight_format import INT4_MIN_OPSET, WEIGHT_FORMATS
 from tasks.classification.task import ClassificationTask, holds_quantizers
 from tasks.engine.errors import UserError
@@ -41,6 +45,7 @@ from tasks.engine.schema import Key
 from tasks.engine.task import register
 
 from tasks.classification.export import export_classifier
+from tasks.qat.bits import bit_differences, describe
 
 log = logging.getLogger("bsam.qat")  # a child of the trainer's logger: lands in train.log
 
@@ -67,6 +72,8 @@ class QatTask(ClassificationTask):
             "EXPORT_FORMAT": Key("int8", choices=WEIGHT_FORMATS),
             "OPSET": Key(21, ge=13, le=23, hint="21+ packs int4 weights"),
             "EXPORT_CHECK_IMAGES": Key(512, ge=1),
+            "EXPORT_MIN_AGREEMENT": Key(0.999, ge=0.0, le=1.0, run_only=True,
+                                        hint="the top-1 agreement with PyTorch the export needs"),
         },
     }
 
@@ -81,14 +88,15 @@ class QatTask(ClassificationTask):
         """The float classifier (MODEL.PRETRAINED loaded if ``pretrained``), converted by prepare_qat."""
         return self.quantize(super().build_model(pretrained))
 
-    def quantize(self, float_model: nn.Module) -> nn.Module:
+    def bits_policy(self) -> dict:
+        """The QUANT keys as the arguments of plan_quantization / prepare_qat."""
         q = self.cfg.QUANT
+        return dict(w_bits=q.W_BITS, a_bits=q.A_BITS or None, first_last_bits=q.FIRST_LAST_BITS or None,
+                    per_channel=q.PER_CHANNEL, skip=q.SKIP)
+
+    def quantize(self, float_model: nn.Module, summary=log.info) -> nn.Module:
         try:
-            return prepare_qat(
-                float_model, w_bits=q.W_BITS, a_bits=q.A_BITS or None,
-                first_last_bits=q.FIRST_LAST_BITS or None, per_channel=q.PER_CHANNEL,
-                skip=q.SKIP, log=log.info, freeze_bn=q.FREEZE_BN,
-            )
+            return prepare_qat(float_model, **self.bits_policy(), log=summary, freeze_bn=self.cfg.QUANT.FREEZE_BN)
         except ValueError as err:
             raise UserError(f"QUANT: {err}") from None
 
@@ -126,6 +134,12 @@ class QatTask(ClassificationTask):
             raise UserError(f"checkpoint {path} has no quantizer step sizes: it is a float model; "
                             f"fine-tune it with this qat config first (tools/train.py, MODEL.PRETRAINED) "
                             f"or use the classification config it was trained with")
+        float_model = super().build_model(pretrained=False)
+        model = self.quantize(float_model, summary=None)  # a config error is reported here
+        differ = bit_differences(model, plan_quantization(float_model, **self.bits_policy()), state)
+        if differ:
+            raise UserError(f"checkpoint {path} was trained at other bit widths: {describe(differ)}; use the "
+                            f"config it was trained with (its run folder's config.yaml) or drop those --opts")
 
     # -- evaluation -----------------------------------------------------------------------
     def on_fit_end(self, model: nn.Module, val_loader, out_dir: Path) -> dict:
@@ -138,9 +152,11 @@ class QatTask(ClassificationTask):
         try:
             with torch.autocast(device_type, enabled=False):
                 report = export_classifier(model, self.cfg, val_loader.dataset, path)
-        except (ExportParityError, ValueError) as err:
-            raise UserError(f"ONNX export failed: {err} (the trained weights are in "
-                            f"{Path(out_dir) / 'checkpoint_last.pth'})") from None
+        except (ExportParityError, ExportWriteError, ValueError) as err:
+            raise UserError(f"ONNX export failed: {err}. The trained checkpoints are kept in {out_dir}; to "
+                            f"export anyway: python tools/export.py --cfg {Path(out_dir) / 'config.yaml'} "
+                            f"--checkpoint {Path(out_dir) / 'checkpoint_last.pth'} --out <file.onnx>"
+                            + (" --min-agreement <fraction>" if isinstance(err, ExportParityError) else "")) from None
         log.info("exported %s (%.2f MB, %s weights; onnxruntime: %s, top-1 agreement %.4f, max logit "
                  "difference %.3g on %d test images)", path, report.bytes / 1e6, report.weight_format,
                  report.integer_kernels or "no integer kernels", report.top1_agreement, report.max_abs_diff,

@@ -99,3 +99,45 @@ def test_sharpness_aware_passes_perturb_weights_but_not_step_sizes(tmp_path, met
     assert len(weights_seen) == passes  # the latent float weights are perturbed each pass
     assert (len(steps_seen) > 1) == perturb  # step sizes only when the config asks
     assert all((q.step_size > 0).all() for q in model.modules() if isinstance(q, LsqQuantizer))
+
+
+@pytest.fixture(scope="module")
+def w4a4_checkpoint(tmp_path_factory):
+    """A calibrated W4A4 (8-bit first/last) model's checkpoint, as training saves it."""
+    tmp_path = tmp_path_factory.mktemp("w4a4")
+    torch.manual_seed(0)
+    task = qat_task(tmp_path)
+    model = task.build_model()
+    task.setup(model, [(torch.randn(8, 3, 32, 32), torch.zeros(8, dtype=torch.long))], torch.device("cpu"))
+    path = tmp_path / "model_best.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize("quant, named", [
+    ({"W_BITS": 2}, "QUANT.W_BITS 4 in the checkpoint, 2 in this config"),
+    ({"W_BITS": 3}, "QUANT.W_BITS 4 in the checkpoint, 3 in this config"),
+    ({"W_BITS": 8, "A_BITS": 8}, "QUANT.W_BITS 4 in the checkpoint, 8 in this config, QUANT.A_BITS 4 in the "
+                                 "checkpoint, 8 in this config"),
+    ({"A_BITS": 2}, "QUANT.A_BITS 4 in the checkpoint, 2 in this config"),
+    ({"FIRST_LAST_BITS": 4}, "QUANT.FIRST_LAST_BITS 8 in the checkpoint, 4 in this config"),
+    ({"FIRST_LAST_BITS": 0}, "QUANT.FIRST_LAST_BITS quantized in the checkpoint, float in this config"),
+    ({"A_BITS": 0}, r"QUANT.A_BITS \(other activation quantizers\)"),
+])
+def test_a_checkpoint_at_other_bit_widths_is_refused_naming_the_keys(tmp_path, w4a4_checkpoint, quant, named):
+    """The quantizers save their bits: evaluating or exporting a W4A4 checkpoint with other
+    QUANT bits would build (and export) a model that was never trained."""
+    with pytest.raises(UserError, match=f"trained at other bit widths: {named}; use the config it was trained"):
+        qat_task(tmp_path, QUANT=quant).load_trained(w4a4_checkpoint)
+    model = qat_task(tmp_path).load_trained(w4a4_checkpoint)  # its own bits load
+    assert model.get_submodule("stages.0.0.conv1").w_bits == 4 and model.fc.w_bits == 8
+
+
+def test_a_checkpoint_saved_before_the_bits_were_stored_still_loads(tmp_path, w4a4_checkpoint):
+    state = torch.load(w4a4_checkpoint, weights_only=True)["model"]
+    old = tmp_path / "old.pth"
+    torch.save({k: v for k, v in state.items() if not k.endswith(".bit_width")}, old)
+    model = qat_task(tmp_path).load_trained(old)
+    assert torch.equal(model.fc.weight_quantizer.step_size, state["fc.weight_quantizer.step_size"])
+    with pytest.raises(RuntimeError, match="trained at 4 bits, this model has 2"):  # the library's own check
+        qat_task(tmp_path, QUANT={"W_BITS": 2}).build_model(pretrained=False).load_state_dict(state)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from quant import QuantConvBn2d, activation_quantizers, calibrate, prepare_qat
+from quant import QuantAdd, QuantConvBn2d, activation_quantizers, calibrate, prepare_qat
 from quant.export import Tolerance, export_onnx
 from tasks.classification.models import build_classifier
 
@@ -73,8 +73,8 @@ def test_quantizers_sit_on_the_tensors_the_integer_graph_carries(bits, residual_
 
     assert not [n for n in graph.nodes if n.op == "call_module" and isinstance(modules[n.target], nn.BatchNorm2d)]
     convs = [n for n in graph.nodes if n.op == "call_module" and isinstance(modules[n.target], QuantConvBn2d)]
-    adds = [n for n in graph.nodes if n.op == "call_function" and n.target is operator.add]
-    assert len(convs) == 19 and len(adds) == 9
+    adds = [n for n in graph.nodes if n.op == "call_module" and isinstance(modules[n.target], QuantAdd)]
+    assert len(convs) == 19 and len(adds) == 9  # every residual add is an integer QuantAdd
     for conv in convs:  # quantized input; output quantized (after the ReLU when there is one)
         assert is_quantizer(conv.args[0])
         out = next(iter(conv.users))
@@ -133,6 +133,7 @@ def resnet20_models():
 def test_every_conv_add_and_the_classifier_run_on_integer_kernels(resnet20_models, bits):
     models, x = resnet20_models
     _, report = export_onnx(models[bits], x, tolerance=RANDOM_NET, weight_format="int8")
+    assert report.max_abs_diff == 0.0  # evaluation computes the integer kernels (test below)
     assert report.integer_kernels["QLinearConv"] == 19
     assert report.integer_kernels["QLinearAdd"] == 9
     assert report.integer_kernels["QGemm"] == 1
@@ -159,3 +160,52 @@ def test_ir_version_is_the_lowest_the_opset_needs_and_the_file_is_0644(resnet20_
     assert proto.ir_version == report.ir_version == ir_version
     assert [o.version for o in proto.opset_import] == [opset]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+@pytest.mark.parametrize("bits, ends", [(2, 8), (3, 2)])  # 4 and 8 bits: the test above
+def test_evaluation_computes_the_integer_kernels_bit_for_bit(bits, ends):
+    """Evaluation runs what onnxruntime's QLinearConv / QLinearAdd / QLinearGlobalAveragePool /
+    QGemm compute (integer accumulators, their requantization rounding), so the exported
+    model's logits equal PyTorch's exactly, at every bit width; training keeps LSQ's float
+    fake-quantization with straight-through gradients."""
+    torch.manual_seed(bits)
+    x = torch.randn(24, 3, 32, 32)
+    qmodel = prepare_qat(build_classifier("cifar_resnet20", 10).eval(), bits, bits, ends, per_channel=True, log=None)
+    calibrate(qmodel, [x], 1)
+    _, report = export_onnx(qmodel.eval(), x, tolerance=Tolerance(1.0, 0.0))
+    assert report.max_abs_diff == 0.0 and report.top1_agreement == 1.0
+    assert report.integer_kernels["QLinearGlobalAveragePool"] == 1 and report.float_kernels == {}
+    with torch.no_grad():
+        deployed = qmodel(x[:4])
+        fake_quantized = qmodel.train()(x[:4])  # BN in training mode: batch statistics
+    assert not torch.equal(deployed, fake_quantized)
+    qmodel(x[:4]).sum().backward()  # gradients reach weights and step sizes through the float path
+    assert qmodel.get_submodule("stages.1.0.conv1").weight.grad is not None
+    assert all(q.step_size.grad is not None for q in activation_quantizers(qmodel).values())
+
+
+def test_float_first_and_last_layers_leave_only_float_rounding():
+    """A float stem and classifier run float kernels in onnxruntime; what they round
+    differently can flip only a near-tie image."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 3, 32, 32)
+    qmodel = prepare_qat(build_classifier("cifar_resnet20", 10).eval(), 4, 4, None, per_channel=True, log=None)
+    calibrate(qmodel, [x], 1)
+    _, report = export_onnx(qmodel.eval(), x, tolerance=RANDOM_NET)
+    assert report.integer_kernels["QLinearConv"] == 18 and report.integer_kernels["QLinearAdd"] == 9
+    assert report.top1_agreement >= 0.95 and report.rel_mean_diff < 0.01
+
+
+@pytest.mark.parametrize("high, bias", [(128, 2**20), (256, 2**20), (256, 2**26)])  # float32, halves, float64
+def test_integer_accumulators_are_exact_on_every_path(high, bias):
+    from quant.integer import exact_products
+
+    torch.manual_seed(0)
+    x = torch.randint(-high, high, (2, 64, 6, 6)).float()
+    w = torch.randint(-128, 128, (8, 64, 3, 3)).float()
+    b = torch.randint(-bias, bias, (8,)).float()
+
+    def conv(x, w, b):
+        return nn.functional.conv2d(x, w, b, padding=1)
+
+    assert torch.equal(exact_products(conv, x, w, 576, b), conv(x.double(), w.double(), b.double()))

@@ -131,7 +131,9 @@ def test_four_bit_resnet18_is_at_most_a_fifth_of_the_float_file():
 
 def test_biases_match_onnxruntime_integer_kernels():
     """Convs with biases: onnxruntime fuses DQ->Conv->Q into an integer conv with an int32
-    bias; the QAT layers round the bias the same way, so the outputs match to float noise."""
+    bias; the QAT layers round the bias the same way (training: the fake-quantized float conv;
+    evaluation: the integer kernel, requantized into the next tensor's grid), so the exported
+    model computes the same logits, bit for bit."""
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
                           nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 64, 5))
@@ -144,6 +146,11 @@ def test_biases_match_onnxruntime_integer_kernels():
         scale = layer.input_quantizer.scale() * layer.weight_quantizer.scale()
         expected_bias = torch.round(layer.bias / scale) * scale
         assert torch.allclose(layer.quantized_bias(), expected_bias)
-        assert torch.allclose(layer(xq), nn.functional.conv2d(xq, layer.quantized_weight(), expected_bias, padding=1))
+        float_conv = nn.functional.conv2d(xq, layer.quantized_weight(), expected_bias, padding=1)
+        assert torch.allclose(layer.train()(xq), float_conv)
+        deployed = layer.eval()(xq)
+        assert torch.allclose(deployed, layer.output_quantizer(float_conv))  # the next tensor's grid
+    with torch.enable_grad():  # gradients wanted (e.g. a Hessian in eval mode): the float path
+        assert torch.allclose(layer(xq), float_conv)
     _, report = export_onnx(qmodel.eval(), x)
-    assert report.max_abs_diff < 1e-4 and report.top1_agreement == 1.0
+    assert report.max_abs_diff == 0.0 and report.top1_agreement == 1.0
