@@ -42,7 +42,9 @@ def main() -> int:
     task = get_task(cfg.TASK)(cfg)
     model = task.load_trained(args.checkpoint).eval()
     out = Path(args.out) if args.out else run_dir_of(cfg) / "model.onnx"
-    report = task.export(model, out, images=args.check_images, min_agreement=args.min_agreement)
+    # passed only when given: a task of one's own may not take it
+    threshold = {} if args.min_agreement is None else {"min_agreement": args.min_agreement}
+    report = task.export(model, out, images=args.check_images, **threshold)
     print(json.dumps({k: v for k, v in report.items() if k != "layers"}))
     return 0
 
