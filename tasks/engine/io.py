@@ -31,7 +31,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
-    except OSError as err:
+    except UserError:
+        _remove(tmp)
+        raise
+    except (OSError, ValueError, RuntimeError) as err:  # whichever library wrote, name the file
         _remove(tmp)
         raise UserError(_cannot_write(path, err)) from None
     except BaseException:
