@@ -11,9 +11,10 @@ import torch
 
 from tasks.engine import config as config_lib
 from tasks.engine import task as task_registry
-from tasks.engine.checkpoint import load_model_weights
+from tasks.engine.weights import load_file_strict as load_model_weights
 from tasks.engine.io import save_json
-from tools.flatness import compare_checkpoints, draw_comparison, measure_checkpoint
+from tasks.engine.flatness_pictures import draw_comparison
+from tasks.engine.flatness_runs import compare_checkpoints, measure_checkpoint
 
 from .plan import Job
 

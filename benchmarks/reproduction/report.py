@@ -6,7 +6,7 @@ import statistics
 
 from matplotlib.figure import Figure
 
-from tools.flatness import draw_landscape_1d
+from tasks.engine.flatness_pictures import draw_landscape_1d
 
 from .plan import VARIANTS, Job
 

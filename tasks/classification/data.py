@@ -128,23 +128,24 @@ def _root_format_transforms(cfg):
 
 def build_test_dataset(cfg) -> LabelledImages:
     """The test split alone (evaluation): no training images are read.  An image folder's
-    classes are its own sorted folder names when it has all MODEL.NUM_CLASSES of them (the
-    indices training gave them), else the training split's folder names."""
+    classes are the training split's folder names, as in training, so that a test folder of
+    other class names is refused rather than scored under the wrong names; without the
+    training split, its own sorted folder names when it has all MODEL.NUM_CLASSES of them."""
     d = cfg.DATASET
     root, fmt, _, test_tf = _root_format_transforms(cfg)
     if fmt != "imagefolder":
         images, labels, classes = read_cifar(root, fmt, train=False)
         return ArrayImages(images, labels, classes, test_tf)
+    train_dir = root / d.TRAIN_SET
+    if train_dir.is_dir():
+        names = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return ImageFolder(root / d.TEST_SET, test_tf, classes=names)
     test = ImageFolder(root / d.TEST_SET, test_tf)
     if len(test.classes) != cfg.MODEL.NUM_CLASSES:
-        train_dir = root / d.TRAIN_SET
-        if not train_dir.is_dir():
-            raise UserError(
-                f"{root / d.TEST_SET} has {len(test.classes)} class folders but MODEL.NUM_CLASSES is "
-                f"{cfg.MODEL.NUM_CLASSES}: give the test split every class folder (empty ones too) "
-                f"or keep {train_dir} for the class names")
-        names = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-        test = ImageFolder(root / d.TEST_SET, test_tf, classes=names)
+        raise UserError(
+            f"{root / d.TEST_SET} has {len(test.classes)} class folders but MODEL.NUM_CLASSES is "
+            f"{cfg.MODEL.NUM_CLASSES}: give the test split every class folder (empty ones too) "
+            f"or keep {train_dir} for the class names")
     return test
 
 

@@ -20,7 +20,7 @@ Config keys it adds (``ClassificationTask.schema``; the shared ones are in ``tas
 
 ``MODEL.NAME`` is one of the zoo's names or ``timm/<name>`` (any timm architecture).
 ``MODEL.PRETRAINED`` is a torchvision weights name, a weights file (torch or safetensors;
-see ``tasks.engine.pretrained``), or ``timm`` for a timm model's pretrained tag from the
+see ``tasks.engine.weights``), or ``timm`` for a timm model's pretrained tag from the
 local Hugging Face cache; the classifier is re-initialised when its shape differs.
 Metrics are percentages (see ``metrics.py``); ``top1`` picks the best checkpoint.
 """
@@ -37,7 +37,7 @@ from tasks.engine.defaults import SEED_RANGE
 from tasks.engine.distributed import gather_to_main
 from tasks.engine.errors import UserError
 from tasks.engine.io import save_figure
-from tasks.engine.pretrained import load_into, resolve_pretrained
+from tasks.engine.weights import load_lenient, read_pretrained
 from tasks.engine.schema import Key
 from tasks.engine.task import Task, register
 
@@ -105,10 +105,10 @@ class ClassificationTask(Task):
         head = head_prefix(m.NAME)
         if pretrained and m.PRETRAINED:
             if is_timm(m.NAME) and m.PRETRAINED == "timm":  # its pretrained tag, from the HF cache
-                weights = resolve_pretrained(str(cached_weights(m.NAME)))
+                weights = read_pretrained(str(cached_weights(m.NAME)))
             else:
-                weights = resolve_pretrained(str(self.cfg.resolve_path(m.PRETRAINED)))
-            skipped = load_into(
+                weights = read_pretrained(str(self.cfg.resolve_path(m.PRETRAINED)))
+            skipped = load_lenient(
                 model, weights, skip_prefixes=head, source=f"MODEL.PRETRAINED {m.PRETRAINED}"
             )
             log.info("loaded MODEL.PRETRAINED %s", m.PRETRAINED)

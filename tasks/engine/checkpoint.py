@@ -5,7 +5,6 @@ read back is checked field by field, so a hand-edited or foreign file is a one-l
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -14,7 +13,6 @@ from . import torchfile
 from .errors import UserError
 from .guard import require_finite
 from .io import save_torch
-from .pretrained import load_state_dict_file
 
 LAST = "checkpoint_last.pth"
 BEST = "model_best.pth"
@@ -126,36 +124,3 @@ def load(path: str | Path) -> dict:
     check_fields(state, path)
     require_finite(state["model"], f"checkpoint {path}", "resume from another run or start fresh")
     return state
-
-
-def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load the weights of a checkpoint (``model_best.pth``, ``checkpoint_last.pth``) or a
-    plain state_dict into ``model``, strictly: any mismatch is a one-line error."""
-    fit_weights(model, load_state_dict_file(path), path)
-
-
-def fit_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:
-    """``state`` (read from ``path``) into ``model`` through its own ``load_state_dict``, so
-    that the model's load hooks apply (e.g. pose reads the reference's key layout)."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise UserError(f"checkpoint {path} does not fit MODEL of this config ({mismatch_summary(err)}); "
-                        "use the config it was trained with") from None
-
-
-def mismatch_summary(err: RuntimeError) -> str:
-    """torch's load_state_dict error in whole words: how many keys are missing or unexpected,
-    the first few of them, and the first shape mismatch."""
-    parts, sizes = [], []
-    for line in (l.strip() for l in str(err).splitlines()):
-        kind = re.match(r"(Missing|Unexpected) key\(s\) in state_dict:", line)
-        if kind:
-            keys = re.findall(r'"([^"]+)"', line)
-            more = f", ... ({len(keys)} in all)" if len(keys) > 3 else ""
-            parts.append(f"{kind.group(1).lower()}: {', '.join(keys[:3])}{more}")
-        elif line.startswith("size mismatch for"):
-            sizes.append(line.rstrip("."))
-    if sizes:
-        parts.append(sizes[0] + (f" (and {len(sizes) - 1} more)" if len(sizes) > 1 else ""))
-    return "; ".join(parts) or str(err).strip().splitlines()[-1]

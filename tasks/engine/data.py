@@ -148,7 +148,4 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        if isinstance(state["cuda"], list):  # written by an earlier version: every GPU's state
-            torch.cuda.set_rng_state_all(state["cuda"])
-        else:
-            torch.cuda.set_rng_state(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])

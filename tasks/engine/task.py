@@ -16,10 +16,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .checkpoint import fit_weights
 from .defaults import ENGINE
 from .errors import UserError
-from .pretrained import load_state_dict_file
+from .weights import load_strict, read_state_dict
 from .schema import Section, merge
 
 
@@ -117,10 +116,10 @@ class Task:
     def load_trained(self, path) -> nn.Module:
         """The model with every weight from ``path`` (a checkpoint of this task's runs or a
         state_dict), loaded strictly; ``MODEL.PRETRAINED`` is not read."""
-        state = load_state_dict_file(path)
+        state = read_state_dict(path)
         self.check_trained_weights(state, path)
         model = self.build_model(pretrained=False)
-        fit_weights(model, state, path)
+        load_strict(model, state, path)
         return model
 
     def check_trained_weights(self, state: dict, path) -> None:

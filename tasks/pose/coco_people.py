@@ -168,6 +168,22 @@ class _ImageFiles:
         return self._known[image_id]
 
 
+def images_read(coco, image_dir, what: str) -> list[int]:
+    """The ids of ``coco``'s images whose files exist: evaluation scores those alone, so a
+    split with missing files is not scored as if every person in them had been missed.  The
+    missing ones are said in one warning, with the labelled persons they hold."""
+    files = _ImageFiles(coco, image_dir)
+    present = [i for i in sorted(coco.imgs) if files.path(i) is not None]
+    missing = [i for i in sorted(coco.imgs) if files.path(i) is None]
+    if missing:
+        persons = sum(1 for i in missing for a in coco.imgToAnns.get(i, [])
+                      if a.get("category_id", 1) == 1 and not a.get("iscrowd", 0))
+        log.warning("%s: %d of %d image files are missing (%d labelled persons, e.g. %s); they are "
+                    "left out and the metrics cover the %d images read", what, len(missing),
+                    len(coco.imgs), persons, coco.imgs[missing[0]]["file_name"], len(present))
+    return present
+
+
 def _log_skips(what: str, kept: int, skipped: Counter) -> None:
     if skipped:
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))

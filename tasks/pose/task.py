@@ -27,7 +27,7 @@ from .layout import check_split, split_files
 from .loss import joints_mse_loss
 from .hrnet import STAGE_RECORDS, STAGES as HRNET_STAGES, PoseHRNet, branch_mismatch
 from .model import BUILDERS, HEAD_PREFIXES, RESNETS, build_pose_model, from_reference_layout
-from .coco_people import detection_records, ground_truth_records, load_coco
+from .coco_people import detection_records, ground_truth_records, images_read, load_coco
 from .skeleton import NUM_JOINTS
 
 log = logging.getLogger("bsam.pose")  # a child of the run logger, so it lands in train.log
@@ -153,9 +153,9 @@ class PoseTask(Task):
         cfg = self.cfg
         model = build_pose_model(cfg, model_geometry(cfg)[0])
         if pretrained and cfg.MODEL.PRETRAINED and cfg.MODEL.INIT_WEIGHTS:
-            from tasks.engine.pretrained import load_into, resolve_pretrained
+            from tasks.engine.weights import load_lenient, read_pretrained
 
-            state = resolve_pretrained(cfg.MODEL.PRETRAINED)
+            state = read_pretrained(cfg.MODEL.PRETRAINED)
             source = f"MODEL.PRETRAINED {cfg.MODEL.PRETRAINED}"
             if isinstance(model, PoseHRNet):
                 from .hrnet_weights import load_layers
@@ -165,10 +165,10 @@ class PoseTask(Task):
                 return model
             state = from_reference_layout(state)
             if any(k.startswith(HEAD_PREFIXES) for k in state):  # a whole pose model
-                load_into(model, state, skip_prefixes=(), source=source)
+                load_lenient(model, state, skip_prefixes=(), source=source)
                 log.info("model initialised from %s (backbone and head)", cfg.MODEL.PRETRAINED)
             else:  # ImageNet weights of the ResNet
-                skipped = load_into(model.backbone, state, skip_prefixes=("fc.",), source=source)
+                skipped = load_lenient(model.backbone, state, skip_prefixes=("fc.",), source=source)
                 log.info("backbone initialised from %s (skipped %d head keys)", cfg.MODEL.PRETRAINED, len(skipped))
         return model
 
@@ -227,7 +227,8 @@ class PoseTask(Task):
                                 "COCO_val2017_detections_AP_H_56_person.json)")
             det = cfg.resolve_path(cfg.TEST.COCO_BBOX_FILE)
             records = detection_records(det, coco, files.images, aspect, NUM_JOINTS, cfg.TEST.IMAGE_THRE)
-        return PoseDataset(records, settings, train=False, coco=coco)
+        read = images_read(coco, files.images, f"val {d.TEST_SET}")
+        return PoseDataset(records, settings, train=False, coco=coco, image_ids=read)
 
     # -- training -----------------------------------------------------------------------
     def loss(self, model, batch):

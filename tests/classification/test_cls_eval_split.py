@@ -35,3 +35,14 @@ def test_a_test_split_missing_a_class_takes_the_names_of_the_train_folders(tiny_
     shutil.rmtree(tmp_path / "train")
     with pytest.raises(UserError, match="1 class folders but MODEL.NUM_CLASSES is 2"):
         task_for(tmp_path).build_eval_dataset()
+
+
+def test_a_test_split_of_other_class_names_is_refused_as_training_refuses_it(tiny_image_folder, tmp_path):
+    """Two test folders named unlike the training split's would otherwise be scored as the
+    model's classes 0 and 1 under the wrong names."""
+    shutil.copytree(tiny_image_folder / "train", tmp_path / "train")
+    shutil.copytree(tiny_image_folder / "test" / "red", tmp_path / "test" / "car")
+    shutil.copytree(tiny_image_folder / "test" / "blue", tmp_path / "test" / "plane")
+    for build in (lambda t: t.build_eval_dataset(), lambda t: t.build_datasets()):
+        with pytest.raises(UserError, match="class folders that the training split lacks: car, plane"):
+            build(task_for(tmp_path))

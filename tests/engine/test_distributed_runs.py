@@ -78,14 +78,14 @@ def runs(tmp_path_factory, tiny_image_folder, shared_data):
 def one_process_metrics(run_dir: Path) -> dict:
     """The run's final weights evaluated over the whole val set in this one process."""
     from tasks.engine import config
-    from tasks.engine.checkpoint import load_model_weights
+    from tasks.engine.weights import load_file_strict
     from tasks.engine.data import make_loader
     from tasks.engine.task import get as get_task
 
     cfg = config.load(run_dir / "config.yaml")
     task = get_task(cfg.TASK)(cfg)
     model = task.build_model()
-    load_model_weights(model, run_dir / "checkpoint_last.pth")
+    load_file_strict(model, run_dir / "checkpoint_last.pth")
     model.eval()
     _, val_set = task.build_datasets()
     with torch.no_grad():

@@ -5,7 +5,7 @@ import torchvision
 
 from tasks.engine.config import make_config
 from tasks.engine.errors import UserError
-from tasks.engine.pretrained import load_into
+from tasks.engine.weights import load_lenient
 from tasks.pose.loss import joints_mse_loss
 from tasks.pose.model import PoseResNet, build_pose_resnet
 
@@ -34,7 +34,7 @@ def test_head_initialisation_follows_the_paper():
 def test_backbone_keeps_torchvision_key_names_so_classification_weights_load():
     model = PoseResNet(18, 17, (32, 32, 32), (4, 4, 4))
     reference = torchvision.models.resnet18(weights=None)
-    skipped = load_into(model.backbone, reference.state_dict(), skip_prefixes=("fc.",))
+    skipped = load_lenient(model.backbone, reference.state_dict(), skip_prefixes=("fc.",))
     assert skipped == ["fc.bias", "fc.weight"]
     torch.testing.assert_close(model.backbone.conv1.weight, reference.conv1.weight)
 

@@ -95,3 +95,36 @@ def test_a_val_file_without_area_stops_before_training(shared_data, tmp_path, ca
     one_error(*run_main(tools.train.main, "--cfg", cfg, capsys=capsys),
               "person_keypoints_val2017.json", "annotations[5]", "'area'")
     assert not list((tmp_path / "out").rglob("*.pth"))
+
+
+def test_a_val_split_with_missing_image_files_is_scored_over_the_images_read(shared_data, tmp_path, caplog):
+    """Half of val2017's files gone: said in one warning with the counts, and the metrics
+    cover the images read (ground truth as predictions scores AP 1 there, where counting the
+    missing persons as misses halved it)."""
+    from tasks.engine.config import make_config
+    from tasks.pose.evaluation import coco_keypoint_metrics
+    from tasks.pose.task import PoseTask
+
+    sample = shared_data / "coco_sample"
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "person_keypoints_val2017.json").symlink_to(
+        sample / "annotations" / "person_keypoints_val2017.json")
+    kept = root / "images" / "val2017"
+    kept.mkdir(parents=True)
+    files = sorted((sample / "images" / "val2017").iterdir())
+    for image in files[::2]:
+        (kept / image.name).symlink_to(image)
+    cfg = make_config({"DATASET": {"ROOT": str(root), "TEST_SET": "val2017"},
+                       "MODEL": {"EXTRA": {"NUM_LAYERS": 18}}}, task="pose")
+    with caplog.at_level("WARNING"):
+        dataset = PoseTask(cfg).build_val_dataset()
+    coco = dataset.coco
+    missing = sum(not (kept / image["file_name"]).exists() for image in coco.imgs.values())
+    assert missing > 10 and f"{missing} of {len(coco.imgs)} image files are missing" in caplog.text
+    assert f"metrics cover the {len(coco.imgs) - missing} images read" in caplog.text
+    assert dataset.image_ids == sorted(i for i in coco.imgs if (kept / coco.imgs[i]["file_name"]).exists())
+    truth = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+             for a in coco.anns.values() if a["image_id"] in set(dataset.image_ids) and a.get("num_keypoints")]
+    assert coco_keypoint_metrics(coco, truth, dataset.image_ids)["AP"] > 0.95
+    assert coco_keypoint_metrics(coco, truth, None)["AP"] < 0.75  # the missing persons as misses

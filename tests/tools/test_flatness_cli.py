@@ -17,6 +17,7 @@ from tasks.engine import checkpoint as checkpoint_lib
 from tasks.engine import config
 from tasks.engine import task as task_registry
 from tasks.engine.errors import UserError
+from tasks.engine import flatness_pictures, flatness_runs
 from tools import flatness as flatness_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,7 +185,7 @@ def test_comparison_measures_every_checkpoint_as_its_own_single_run(classificati
     assert len({e["loss"] for e in entries}) == 3  # three different models, three different numbers
     cfg = config.load(cfg_path)
     for checkpoint, entry in zip(checkpoints, entries):  # what the tool runs for one checkpoint
-        single = flatness_tool.measure_checkpoint(
+        single = flatness_runs.measure_checkpoint(
             cfg, checkpoint, batches=2, batch_size=4, topk=2, iters=3, trace_samples=2,
             landscape="both", steps=3, seed=5)
         assert "entries" not in single and single["label"] == entry["label"]
@@ -234,10 +235,10 @@ def test_2d_contour_levels_crowd_around_the_minimum(mlp_comparison):
     low, high = min(np.min(g) for g in grids), max(np.max(g) for g in grids)
     assert high > 20 * low  # the edges are far above the basin: linear levels would miss it
     assert np.sum(np.linspace(low, high, 15) <= 2 * low) <= 1
-    levels, note = flatness_tool.contour_levels(grids)
+    levels, note = flatness_pictures.contour_levels(grids)
     assert np.sum(levels <= 2 * low) > 1 and levels[0] == pytest.approx(low)
     assert "log-spaced" in note and "grey" in note
-    fig = flatness_tool.landscape_2d_figure(mlp_comparison)
+    fig = flatness_pictures.landscape_2d_figure(mlp_comparison)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert [ax.get_title().splitlines()[0] for ax in panels] == ["short", "long"]
     drawn = [c for ax in panels for c in ax.collections if isinstance(c, ContourSet)]
@@ -250,14 +251,14 @@ def test_2d_contour_levels_crowd_around_the_minimum(mlp_comparison):
 
 
 def test_spectrum_has_integer_ranks_and_one_distribution_per_model(mlp_comparison, tmp_path):
-    fig = flatness_tool.spectrum_figure(mlp_comparison)
+    fig = flatness_pictures.spectrum_figure(mlp_comparison)
     ranks, density = fig.axes
     ticks = [t for t in ranks.get_xticks() if 1 <= t <= 50]
     assert len(ticks) >= 3 and all(float(t).is_integer() for t in ticks)
     assert len(ranks.get_lines()) == 2 and all(len(line.get_xdata()) == 50 for line in ranks.get_lines())
     assert [t.get_text() for t in density.get_legend().get_texts()] == ["short", "long"]
     assert "top-50" in fig.get_suptitle() and "seed 0" in fig.get_suptitle()
-    written = flatness_tool.draw_comparison(mlp_comparison, tmp_path)
+    written = flatness_pictures.draw_comparison(mlp_comparison, tmp_path)
     assert [p.name for p in written] == ["flatness_spectrum.png", "flatness_landscape_1d.png",
                                          "flatness_landscape_2d.png"]
     assert all(p.stat().st_size > 20_000 for p in written)  # drawn, not blank
@@ -271,9 +272,9 @@ def test_comparison_bad_input_is_a_user_error(classification_run, tmp_path):
     cfg = config.load(cfg_path)
     other = config.load(cfg_path, ["DATASET.IMAGE_SIZE", "16"])
     with pytest.raises(UserError, match="TASK/DATASET differ"):
-        flatness_tool.compare_checkpoints([(cfg, checkpoint), (other, checkpoint)], ["a", "b"])
+        flatness_runs.compare_checkpoints([(cfg, checkpoint), (other, checkpoint)], ["a", "b"])
     with pytest.raises(UserError, match="one distinct label"):
-        flatness_tool.compare_checkpoints([(cfg, checkpoint), (cfg, checkpoint)], ["a", "a"])
+        flatness_runs.compare_checkpoints([(cfg, checkpoint), (cfg, checkpoint)], ["a", "a"])
 
 
 @pytest.mark.parametrize("topk, expected", [(10 ** 9, "trainable weights, so at most"),

@@ -14,7 +14,7 @@ import torch
 import tools.eval
 import tools.train
 from tasks.engine import cli
-from tasks.engine.checkpoint import mismatch_summary
+from tasks.engine.weights import mismatch_summary
 
 
 def run(tool_main, *args, capsys) -> tuple[int, str, str]:

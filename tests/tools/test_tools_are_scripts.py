@@ -29,3 +29,11 @@ def test_a_tool_runs_from_another_folder(tmp_path):
     proc = run_elsewhere(tmp_path, str(REPO / "tools" / "train.py"), "--help")
     assert proc.returncode == 0, proc.stderr
     assert "--cfg" in proc.stdout
+
+
+def test_benchmarks_import_the_packages_not_the_tools():
+    """Library code lives in the packages (e.g. flatness in tasks.engine.flatness_runs), so no
+    benchmark reaches into tools/ for it."""
+    for script in sorted((REPO / "benchmarks").rglob("*.py")):
+        text = script.read_text()
+        assert "from tools" not in text and "import tools" not in text, script

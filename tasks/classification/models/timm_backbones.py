@@ -4,7 +4,7 @@
 timm knows, for every architecture and pretrained tag, where the classifier is, which input
 size, normalisation and interpolation the weights expect (its pretrained config), and which
 Hugging Face repository holds the weights.  This module reads those facts; the weights
-themselves are loaded by ``tasks.engine.pretrained`` like any other file.  A pretrained tag
+themselves are loaded by ``tasks.engine.weights`` like any other file.  A pretrained tag
 (``MODEL.PRETRAINED: timm``) is looked up in the local Hugging Face cache only: the error
 for a missing file names the file, the repository and the folder to put it in.
 """

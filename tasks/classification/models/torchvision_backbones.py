@@ -1,7 +1,7 @@
 """ImageNet architectures from torchvision, built with the classifier sized for NUM_CLASSES.
 
 The model is always built without weights (nothing downloads); pretrained weights are
-loaded afterwards by ``tasks.engine.pretrained``, which skips the head because its shape
+loaded afterwards by ``tasks.engine.weights.load_lenient``, which skips the head because its shape
 differs.  ``TORCHVISION_HEADS`` records where each architecture keeps its classifier, so
 that the head can be skipped when loading, kept trainable when freezing the backbone and
 given its own learning rate.

@@ -1,14 +1,16 @@
-"""Load pretrained weights offline: torchvision weight names, checkpoints of this tool, state_dicts.
+"""The one place weights get into a model: reading them, then loading strictly or leniently.
 
-Shared by the classification and pose tasks.  A weight name such as
-``ResNet18_Weights.IMAGENET1K_V1`` is looked up in the torch hub cache only (the same
-place ``torchvision`` would download it to), so nothing is fetched behind the user's back;
-the error for a missing file says exactly which file to put where.  Every file is read
-with ``torch.load(weights_only=True)``, which cannot execute code from the file.
-
-Fine-tuning usually changes the classifier, so :func:`load_into` skips keys under given
-head prefixes when their shape differs or they are missing, and reports them; any other
-difference means the weights belong to another architecture and is an error.
+* :func:`read_state_dict` reads a checkpoint of this tool or a plain state_dict (through
+  :mod:`torchfile`: ``weights_only=True``, bounded); :func:`read_pretrained` also takes a
+  torchvision weights name such as ``ResNet18_Weights.IMAGENET1K_V1``, looked up in the
+  torch hub cache only (where ``torchvision`` would download it), so nothing is fetched
+  behind the user's back and the error for a missing file says which file to put where.
+* :func:`load_strict` (trained models: ``--checkpoint``, ``Task.load_trained``) accepts
+  nothing but an exact fit, through the model's own ``load_state_dict`` so that its load
+  hooks apply (pose reads the reference's key layout).
+* :func:`load_lenient` (``MODEL.PRETRAINED``): fine-tuning usually changes the classifier,
+  so keys under given head prefixes that are missing or of another shape are skipped and
+  reported; any other difference means another architecture and is an error.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from .io import input_file
 _WEIGHT_NAME = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
 
 
-def load_state_dict_file(path) -> dict[str, Tensor]:
+def read_state_dict(path) -> dict[str, Tensor]:
     """Read a state_dict from ``path``: a checkpoint ``{"model": sd, ...}`` or a plain state_dict.
 
     A leading ``module.`` (saved from a DDP-wrapped model) is removed.
@@ -101,7 +103,7 @@ def _weights_enum(spec: str):
         ) from None
 
 
-def resolve_pretrained(spec: str) -> dict[str, Tensor]:
+def read_pretrained(spec: str) -> dict[str, Tensor]:
     """State dict for ``spec``: a torchvision weights name (from the hub cache) or a file path."""
     spec = str(spec)
     if _WEIGHT_NAME.match(spec) and not os.path.exists(spec):
@@ -114,8 +116,8 @@ def resolve_pretrained(spec: str) -> dict[str, Tensor]:
                 f"(from {weights.url}) into {folder} (set TORCH_HOME to use another cache; "
                 f"nothing is downloaded automatically)"
             )
-        return load_state_dict_file(folder / file_name)
-    return load_state_dict_file(spec)
+        return read_state_dict(folder / file_name)
+    return read_state_dict(spec)
 
 
 def _under(key: str, prefixes: Iterable[str]) -> bool:
@@ -127,7 +129,7 @@ def _few(keys: list[str], n: int = 4) -> str:
     return shown + (f" ... (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def load_into(
+def load_lenient(
     model: nn.Module,
     state_dict: dict[str, Tensor],
     skip_prefixes: tuple[str, ...] = ("fc.", "classifier.", "head."),
@@ -178,3 +180,36 @@ def load_into(
         )
     model.load_state_dict(merged, strict=True)
     return sorted(skipped)
+
+
+def load_strict(model: nn.Module, state: dict, source) -> None:
+    """``state`` (read from ``source``) into ``model`` exactly, through its own
+    ``load_state_dict`` (so that its load hooks apply); any mismatch is a one-line error."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise UserError(f"checkpoint {source} does not fit MODEL of this config ({mismatch_summary(err)}); "
+                        "use the config it was trained with") from None
+
+
+def mismatch_summary(err: RuntimeError) -> str:
+    """torch's load_state_dict error in whole words: how many keys are missing or unexpected,
+    the first few of them, and the first shape mismatch."""
+    parts, sizes = [], []
+    for line in (l.strip() for l in str(err).splitlines()):
+        kind = re.match(r"(Missing|Unexpected) key\(s\) in state_dict:", line)
+        if kind:
+            keys = re.findall(r'"([^"]+)"', line)
+            more = f", ... ({len(keys)} in all)" if len(keys) > 3 else ""
+            parts.append(f"{kind.group(1).lower()}: {', '.join(keys[:3])}{more}")
+        elif line.startswith("size mismatch for"):
+            sizes.append(line.rstrip("."))
+    if sizes:
+        parts.append(sizes[0] + (f" (and {len(sizes) - 1} more)" if len(sizes) > 1 else ""))
+    return "; ".join(parts) or str(err).strip().splitlines()[-1]
+
+
+def load_file_strict(model: nn.Module, path) -> None:
+    """The weights of a checkpoint (``model_best.pth``, ``checkpoint_last.pth``) or a plain
+    state_dict file into ``model``: :func:`read_state_dict` then :func:`load_strict`."""
+    load_strict(model, read_state_dict(path), path)
