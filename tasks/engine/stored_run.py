@@ -19,10 +19,7 @@ MODEL_KEYS = ("MODEL.", "QUANT.")  # and TASK
 
 def stored_config(path: str | Path) -> dict | None:
     """The config stored in the checkpoint at ``path``, or None (a plain state_dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    state = torchfile.read(path, "checkpoint")
+    state = torchfile.read(path, "checkpoint")  # also says what a path that is no file is
     stored = state.get("config") if isinstance(state, dict) else None
     return stored if isinstance(stored, dict) else None
 
