@@ -9,6 +9,20 @@ from unittest import mock
 import pytest
 
 
+#: The training of :func:`finished`: one epoch of two iterations.
+SHORT = dict(TRAIN={"END_EPOCH": 1, "MAX_ITERS_PER_EPOCH": 2})
+
+
+@pytest.fixture
+def finished(tiny_cls_cfg, capsys):
+    """A finished one-epoch run: (config path, run folder).  Import it into a test module."""
+    import tools.train
+
+    cfg = tiny_cls_cfg("first", **SHORT)
+    assert run_main(tools.train.main, "--cfg", cfg, capsys=capsys)[0] == 0
+    return cfg, run_folder(cfg)
+
+
 def run_main(tool_main, *args, capsys) -> tuple[int, str]:
     """``(exit status, stderr)`` of ``cli.run(tool_main)`` with ``args`` as the command line."""
     from tasks.engine import cli

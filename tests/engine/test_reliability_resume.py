@@ -10,20 +10,11 @@ import yaml
 import tools.eval
 import tools.export
 import tools.train
-from reliability_helpers import one_error, run_folder, run_main, snapshot
+from reliability_helpers import finished, one_error, run_folder, run_main, snapshot  # noqa: F401
 from tasks.engine import checkpoint, io
 from tasks.engine.errors import UserError
 from tasks.engine.resume import config_changes
 
-SHORT = dict(TRAIN={"END_EPOCH": 1, "MAX_ITERS_PER_EPOCH": 2})
-
-
-@pytest.fixture
-def finished(tiny_cls_cfg, capsys):
-    """A finished one-epoch run: (config path, run folder)."""
-    cfg = tiny_cls_cfg("first", **SHORT)
-    assert run_main(tools.train.main, "--cfg", cfg, capsys=capsys)[0] == 0
-    return cfg, run_folder(cfg)
 
 
 def test_a_changed_config_is_refused_then_accepted_and_recorded(finished, capsys):

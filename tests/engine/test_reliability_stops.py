@@ -4,23 +4,14 @@ and a last batch of one sample that batch norm cannot train on."""
 import os
 import signal
 
-import pytest
 import torch
 
 import tools.eval
 import tools.train
-from reliability_helpers import one_error, run_folder, run_main, snapshot
+from reliability_helpers import finished, one_error, run_folder, run_main, snapshot  # noqa: F401
 from tasks.engine import cli, io
 from tasks.engine.trainer import Trainer
 
-SHORT = dict(TRAIN={"END_EPOCH": 1, "MAX_ITERS_PER_EPOCH": 2})
-
-
-@pytest.fixture
-def finished(tiny_cls_cfg, capsys):
-    cfg = tiny_cls_cfg("first", **SHORT)
-    assert run_main(tools.train.main, "--cfg", cfg, capsys=capsys)[0] == 0
-    return cfg, run_folder(cfg)
 
 
 def kept(folder):
