@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .errors import UserError
+from .io import regular_if_present
 
 #: The most pixels an image may have (about 11600 x 11600): far beyond any photo a model
 #: is trained on, and below Pillow's own decompression-bomb limit.
@@ -35,6 +36,7 @@ def check_image_file(path) -> None:
     :class:`UserError` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
+    regular_if_present(path, "image")
     try:
         with _quiet(), Image.open(path) as image:
             _check_size(image.size, path)
@@ -49,6 +51,7 @@ def check_image_file(path) -> None:
 
 def read_bgr(path, apply_orientation: bool = True) -> np.ndarray:
     """HxWx3 uint8 BGR pixels of ``path`` (EXIF orientation applied unless told not to)."""
+    regular_if_present(path, "image")
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except (OSError, ValueError) as err:

@@ -121,10 +121,24 @@ def input_file(path: str | os.PathLike, what: str, hint: str = "") -> int:
         raise UserError(f"{what} not found: {path}{hint}") from None
     except OSError as err:
         raise UserError(f"cannot read {what} {path}: {err.strerror or err}") from None
-    for test, kind in _KINDS:
-        if test(info.st_mode):
-            raise UserError(f"{what} {path} is {kind}, not a regular file; give the path of a file")
+    _refuse_other_kinds(info, path, what)
     if info.st_size == 0:
         raise UserError(f"{what} {path} is empty (0 bytes); it was cut off when written: use "
                         "another file")
     return info.st_size
+
+
+def regular_if_present(path: str | os.PathLike, what: str) -> None:
+    """Refuse ``path`` when it exists as something other than a regular file (a FIFO would
+    block the reader, a device never ends); a missing path is left to the reader's message."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return
+    _refuse_other_kinds(info, path, what)
+
+
+def _refuse_other_kinds(info: os.stat_result, path, what: str) -> None:
+    for test, kind in _KINDS:
+        if test(info.st_mode):
+            raise UserError(f"{what} {path} is {kind}, not a regular file; give the path of a file")

@@ -68,3 +68,21 @@ def test_many_boxes_go_through_the_model_one_batch_at_a_time(shared_data):
     assert len(poses) == 200 and max(seen) <= 2 * 16  # the flip test may double a batch
     alone = predict_image(model, cfg, image_path, boxes[-1:])[0]
     np.testing.assert_allclose(poses[-1], alone, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_an_image_path_that_is_no_regular_file_is_refused_before_reading(kind, tmp_path):
+    """A FIFO would block the reader for ever and /dev/zero would fill the memory."""
+    import os
+
+    path = tmp_path / "me.jpg"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path = "/dev/zero"
+    cfg = make_config(TINY, task="pose")
+    with pytest.raises(UserError, match={"fifo": "is a FIFO", "folder": "is a folder",
+                                         "device": "is a character device"}[kind]):
+        predict_image(PoseTask(cfg).build_model(), cfg, path, [(1, 2, 10, 10)])
