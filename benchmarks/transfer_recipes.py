@@ -5,7 +5,8 @@ downloaded) is fine-tuned on flowers5 with ``configs/transfer_flowers_*`` (today
 crop and flip, label smoothing, backbone LR x 0.1) and with ``configs/transfer_timm_*`` (EMA,
 RandAugment, random erasing, mixup/cutmix, layer decay, no WD on norm/bias), both at the
 same input size, epochs and seeds.  Runs go one at a time through ``tools/train.py``; a
-finished run is read back, not repeated.  Prints a markdown table: best and final top-1 of
+finished run (its folder names the backbone's epochs, the input size and the epochs) is
+read back, not repeated.  Prints a markdown table: best and final top-1 of
 the test split (best = what model_best.pth holds: the better of raw and EMA for the new
 recipe), train seconds per epoch.
 
@@ -54,7 +55,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--out", default="output/transfer_recipes")
     args = p.parse_args()
-    out, data = Path(args.out).resolve(), (REPO / ".." / "shared" / "data").resolve()
+    out = Path(args.out).resolve() / f"pre{args.pretrain_epochs}_px{args.size}"
+    data = (REPO / ".." / "shared" / "data").resolve()
     data = Path(os.environ.get("BSAM_DATA", data))
     common = ["OUTPUT_DIR", out, "WORKERS", args.workers, "MODEL.NAME", "timm/resnet18",
               "DATASET.IMAGE_SIZE", args.size]
@@ -71,7 +73,7 @@ def main() -> None:
             best, final, seconds = [], [], []
             for seed in args.seeds:
                 res = train(REPO / "configs" / f"{family}_{method}.yaml",
-                            [*common, "NAME", f"{family}_{method}_s{seed}", "SEED", seed,
+                            [*common, "NAME", f"{family}_{method}_e{args.epochs}_seed{seed}", "SEED", seed,
                              "DATASET.ROOT", data / "flowers5", "MODEL.PRETRAINED", weights,
                              "TRAIN.END_EPOCH", args.epochs], args.threads)
                 best.append(res["best"]["val_top1"])
