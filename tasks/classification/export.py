@@ -7,6 +7,7 @@ and normalisation.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -15,6 +16,7 @@ from quant.export import DEFAULT_OPSET, ExportReport, Tolerance, export_onnx
 from tasks.classification.data import detect_format
 from tasks.classification.task import class_names
 from tasks.classification.input_config import input_config
+from tasks.engine import task as task_registry
 from tasks.engine.exporting import check_images
 
 
@@ -32,35 +34,26 @@ def export_metadata(cfg, dataset) -> dict[str, str]:
     }
 
 
-def export_options(cfg) -> dict:
-    """opset and weight format of the config's QUANT section (float classifiers: defaults)."""
-    quant = cfg.get("QUANT")
-    if quant is None:
-        return {"opset": DEFAULT_OPSET}
-    return {"opset": int(quant.OPSET), "weight_format": str(quant.EXPORT_FORMAT)}
+@dataclass(frozen=True)
+class ExportSettings:
+    """What an export is written and checked with: a task gives them from its own config
+    (``ClassificationTask.export_settings``; QAT's come from its ``QUANT`` section)."""
 
-
-def check_count(cfg, default: int = 512) -> int:
-    quant = cfg.get("QUANT")
-    return int(quant.EXPORT_CHECK_IMAGES) if quant is not None else default
-
-
-def min_agreement(cfg, given: float | None = None) -> float:
-    """The top-1 agreement the export needs: ``given`` (``--min-agreement``), else the config's
-    ``QUANT.EXPORT_MIN_AGREEMENT``, else the library's default."""
-    if given is not None:
-        return float(given)
-    quant = cfg.get("QUANT")
-    return float(quant.EXPORT_MIN_AGREEMENT) if quant is not None else Tolerance().min_top1_agreement
+    opset: int = DEFAULT_OPSET
+    weight_format: str = "int8"  # of quantized layers; a float model stores float weights
+    check_images: int = 512
+    min_agreement: float = Tolerance().min_top1_agreement
 
 
 def export_classifier(model: nn.Module, cfg, dataset, path: str | Path | None, images: int | None = None,
                       threads: int | None = None, agreement: float | None = None) -> ExportReport:
     """ONNX of ``model`` at ``path`` (atomically, only if onnxruntime agrees with PyTorch on
-    ``images`` test images, on at least :func:`min_agreement` of them); raises
-    ExportParityError / ExportWriteError / ValueError otherwise."""
-    inputs = check_images(dataset, images or check_count(cfg))
-    tolerance = Tolerance(min_top1_agreement=min_agreement(cfg, agreement))
-    _, report = export_onnx(model, inputs, path, metadata=export_metadata(cfg, dataset), threads=threads,
-                            tolerance=tolerance, **export_options(cfg))
+    ``images`` test images, on at least ``agreement`` of them; both default to the config's
+    task's :class:`ExportSettings`); raises ExportParityError / ExportWriteError / ValueError
+    otherwise."""
+    settings = task_registry.get(cfg.TASK).export_settings(cfg)
+    inputs = check_images(dataset, images or settings.check_images)
+    tolerance = Tolerance(min_top1_agreement=settings.min_agreement if agreement is None else agreement)
+    _, report = export_onnx(model, inputs, path, opset=settings.opset, weight_format=settings.weight_format,
+                            tolerance=tolerance, metadata=export_metadata(cfg, dataset), threads=threads)
     return report

@@ -179,6 +179,13 @@ class ClassificationTask(Task):
             raise UserError(f"checkpoint {path} is a QAT checkpoint: use the qat config it was "
                             f"trained with (TASK: qat)")
 
+    @classmethod
+    def export_settings(cls, cfg):
+        """How ``cfg``'s classifier is exported (``export.py``): the defaults for a float one."""
+        from .export import ExportSettings
+
+        return ExportSettings()
+
     def export(self, model: nn.Module, path, images: int | None = None, min_agreement: float | None = None) -> dict:
         """ONNX of the classifier (integer kernels for a QAT model), checked on test images."""
         from tasks.engine.exporting import checked_export

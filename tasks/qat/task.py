@@ -44,7 +44,7 @@ from tasks.engine.errors import UserError
 from tasks.engine.schema import Key
 from tasks.engine.task import register
 
-from tasks.classification.export import export_classifier
+from tasks.classification.export import ExportSettings, export_classifier
 from tasks.qat.bits import bit_differences, describe
 
 log = logging.getLogger("bsam.qat")  # a child of the trainer's logger: lands in train.log
@@ -140,6 +140,13 @@ class QatTask(ClassificationTask):
         if differ:
             raise UserError(f"checkpoint {path} was trained at other bit widths: {describe(differ)}; use the "
                             f"config it was trained with (its run folder's config.yaml) or drop those --opts")
+
+    @classmethod
+    def export_settings(cls, cfg) -> ExportSettings:
+        """The export's opset, weight format and checks, from the QUANT section."""
+        q = cfg.QUANT
+        return ExportSettings(opset=q.OPSET, weight_format=q.EXPORT_FORMAT, check_images=q.EXPORT_CHECK_IMAGES,
+                              min_agreement=q.EXPORT_MIN_AGREEMENT)
 
     # -- evaluation -----------------------------------------------------------------------
     def on_fit_end(self, model: nn.Module, val_loader, out_dir: Path) -> dict:
