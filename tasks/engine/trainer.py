@@ -64,40 +64,8 @@ class Trainer:
         self.log.info(amp_reason)
         self.task = get_task(cfg.TASK)(cfg)
 
-        train_set, val_set = self.task.build_datasets()
-        if len(train_set) == 0:
-            raise UserError(f"the training set of {cfg.TASK} is empty; check DATASET.ROOT and "
-                            "DATASET.TRAIN_SET")
-        self.sampler = EpochSampler(len(train_set), cfg.SEED, cfg.TRAIN.SHUFFLE, self.rank, self.world)
-        collate = self.task.collate_fn()
-        pin = cfg.PIN_MEMORY and self.device.type == "cuda"
-        self.train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.WORKERS,
-                                        self.sampler, self.task.train_collate_fn(), drop_last=False,
-                                        pin_memory=pin, seed=cfg.SEED, persistent_workers=cfg.PERSISTENT_WORKERS)
-        # each rank evaluates its block of the val set; the task gathers it on rank 0
-        val_shard = EvalShard(len(val_set), cfg.TEST.BATCH_SIZE_PER_GPU, self.rank, self.world)
-        self.val_loader = make_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, cfg.WORKERS, val_shard,
-                                      collate, pin_memory=pin, seed=cfg.SEED,
-                                      persistent_workers=cfg.PERSISTENT_WORKERS)
-        # an iteration is one optimizer step of TRAIN.ACCUMULATE_STEPS micro-batches
-        self.iters_per_epoch = math.ceil(len(self.train_loader) / cfg.TRAIN.ACCUMULATE_STEPS)
-        if cfg.TRAIN.MAX_ITERS_PER_EPOCH:
-            self.iters_per_epoch = min(self.iters_per_epoch, cfg.TRAIN.MAX_ITERS_PER_EPOCH)
-        self.progress = Progress(self.log, self.iters_per_epoch, cfg.TRAIN.END_EPOCH, cfg.PRINT_FREQ)
-
-        model = self.task.build_model().to(self.device)
-        self.task.setup(model, self.train_loader, self.device)
-        self.iters_per_epoch -= self._single_sample_batch_left_out(model, train_set, collate)
-        self.model = prepare_model(model, cfg, self.device, self.world)
-        self.net = self.model  # what the forward passes run through (DDP-wrapped when distributed)
-        if dist.is_distributed():
-            self.net = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.optimizer, self.scheduler = self._build_optimizer()
-        # a backward that does not all-reduce (micro-batches before the last, local perturbation)
-        self.no_sync = self.net.no_sync if dist.is_distributed() else contextlib.nullcontext
-        self.ema = ema.WeightAverage(self.model, cfg.TRAIN.EMA_DECAY)
-        self.net = compile_model(self.net, cfg.COMPILE)
+        train_set, collate = self._build_loaders()
+        self._build_model(train_set, collate)
         if self.rank:  # the same weights everywhere, but each rank its own augmentations
             seed_everything(epoch_seed(cfg.SEED, self.rank, 0))
 
@@ -119,6 +87,50 @@ class Trainer:
             config_mod.save(cfg, self.run_dir / "config.yaml")
 
     # -- building ---------------------------------------------------------------------
+    def _build_loaders(self):
+        """The training and validation loaders of this rank and the epoch length in optimizer
+        steps; returns the training set and the collate function the model probe needs."""
+        cfg = self.cfg
+        train_set, val_set = self.task.build_datasets()
+        if len(train_set) == 0:
+            raise UserError(f"the training set of {cfg.TASK} is empty; check DATASET.ROOT and "
+                            "DATASET.TRAIN_SET")
+        self.sampler = EpochSampler(len(train_set), cfg.SEED, cfg.TRAIN.SHUFFLE, self.rank, self.world)
+        collate = self.task.collate_fn()
+        pin = cfg.PIN_MEMORY and self.device.type == "cuda"
+        self.train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE_PER_GPU, cfg.WORKERS,
+                                        self.sampler, self.task.train_collate_fn(), drop_last=False,
+                                        pin_memory=pin, seed=cfg.SEED, persistent_workers=cfg.PERSISTENT_WORKERS)
+        # each rank evaluates its block of the val set; the task gathers it on rank 0
+        val_shard = EvalShard(len(val_set), cfg.TEST.BATCH_SIZE_PER_GPU, self.rank, self.world)
+        self.val_loader = make_loader(val_set, cfg.TEST.BATCH_SIZE_PER_GPU, cfg.WORKERS, val_shard,
+                                      collate, pin_memory=pin, seed=cfg.SEED,
+                                      persistent_workers=cfg.PERSISTENT_WORKERS)
+        # an iteration is one optimizer step of TRAIN.ACCUMULATE_STEPS micro-batches
+        self.iters_per_epoch = math.ceil(len(self.train_loader) / cfg.TRAIN.ACCUMULATE_STEPS)
+        if cfg.TRAIN.MAX_ITERS_PER_EPOCH:
+            self.iters_per_epoch = min(self.iters_per_epoch, cfg.TRAIN.MAX_ITERS_PER_EPOCH)
+        self.progress = Progress(self.log, self.iters_per_epoch, cfg.TRAIN.END_EPOCH, cfg.PRINT_FREQ)
+        return train_set, collate
+
+    def _build_model(self, train_set, collate) -> None:
+        """The model on its device (DDP-wrapped, compiled as configured), the optimizer, the
+        LR schedule and the weight average."""
+        cfg = self.cfg
+        model = self.task.build_model().to(self.device)
+        self.task.setup(model, self.train_loader, self.device)
+        self.iters_per_epoch -= self._single_sample_batch_left_out(model, train_set, collate)
+        self.model = prepare_model(model, cfg, self.device, self.world)
+        self.net = self.model  # what the forward passes run through (DDP-wrapped when distributed)
+        if dist.is_distributed():
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer, self.scheduler = self._build_optimizer()
+        # a backward that does not all-reduce (micro-batches before the last, local perturbation)
+        self.no_sync = self.net.no_sync if dist.is_distributed() else contextlib.nullcontext
+        self.ema = ema.WeightAverage(self.model, cfg.TRAIN.EMA_DECAY)
+        self.net = compile_model(self.net, cfg.COMPILE)
+
     def _single_sample_batch_left_out(self, model, train_set, collate) -> int:
         """1 when this rank's last batch of an epoch would hold one sample that the model
         cannot train on (batch norm over a 1x1 map sees one value per channel), so that the
