@@ -195,14 +195,7 @@ class PoseHRNet(nn.Module):
     def init_weights(self) -> None:
         """The reference's initialisation: every convolution N(0, 0.001), zero biases, batch
         norm at identity (HRNet's ``init_weights``; ImageNet weights then replace part of it)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_heatmap_layers(self.modules())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)), inplace=True)
@@ -233,3 +226,16 @@ def stage_records(modules: int, blocks: list[int], channels: list[int]) -> dict:
 
 STAGE_RECORDS = {"STAGE2": stage_records(1, [4, 4], [32, 64]), "STAGE3": stage_records(4, [4, 4, 4], [32, 64, 128]),
                  "STAGE4": stage_records(3, [4, 4, 4, 4], [32, 64, 128, 256])}
+
+
+def init_heatmap_layers(modules) -> None:
+    """The references' initialisation of heatmap layers (SimpleBaseline's head, all of
+    HRNet): convolutions N(0, 0.001) with zero bias, batch norm 1 and 0."""
+    for m in modules:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, std=0.001)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -17,7 +17,7 @@ from torch import nn
 
 from tasks.engine.errors import UserError
 
-from .hrnet import PoseHRNet, build_pose_hrnet
+from .hrnet import PoseHRNet, build_pose_hrnet, init_heatmap_layers
 from .hrnet_weights import check_layers
 
 #: depth -> untrained torchvision ResNet; 10 is ResNet-18 with one basic block per stage (no
@@ -90,14 +90,7 @@ class PoseResNet(nn.Module):
 
     def init_head(self) -> None:
         """The paper's head initialisation: N(0, 0.001) weights, zero biases, BN at identity."""
-        for m in list(self.deconv_layers.modules()) + [self.final_layer]:
-            if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_heatmap_layers(list(self.deconv_layers.modules()) + [self.final_layer])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         b = self.backbone

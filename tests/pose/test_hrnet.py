@@ -179,7 +179,7 @@ def test_a_pose_file_through_model_pretrained_with_all_layers_loads_every_tensor
     with caplog.at_level(logging.INFO, logger="bsam.pose"):
         model = tiny_task("MODEL.PRETRAINED", str(path)).build_model()  # PRETRAINED_LAYERS ['*']
     assert f"loaded {len(model.state_dict())} tensors" in caplog.text and "skipped" not in caplog.text
-    given = torch.load(path)
+    given = torch.load(path, weights_only=True)
     assert all(torch.equal(v, given[k]) for k, v in model.state_dict().items())
 
 
