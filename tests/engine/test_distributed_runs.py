@@ -21,15 +21,14 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 POSE_CFG = REPO / "configs" / "demo" / "pose_coco_sample_tiny.yaml"
 
 
-def torchrun(nproc: int, cfg: Path, opts: list, records: Path, *extra, env: dict | None = None,
-             stopped: bool = False):
-    """Run the worker under torchrun; ``stopped``: the ranks exit 3 (stopped by a signal)."""
-    records.mkdir(parents=True, exist_ok=True)
+def launch(nproc: int, script: Path, args: list, env: dict | None = None, stopped: bool = False):
+    """Run ``script args`` under torchrun with ``nproc`` gloo processes; ``stopped``: the ranks
+    exit 3 (stopped by a signal)."""
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-         str(WORKER), "--cfg", str(cfg), *extra, "--opts", *map(str, opts)],
+         str(script), *map(str, args)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "RECORD_DIR": str(records), **(env or {})})
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     if stopped:
         codes = re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)
         # the first rank to exit 3 makes torchrun end the others (SIGTERM, -15) in their teardown
@@ -38,6 +37,14 @@ def torchrun(nproc: int, cfg: Path, opts: list, records: Path, *extra, env: dict
     else:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def torchrun(nproc: int, cfg: Path, opts: list, records: Path, *extra, env: dict | None = None,
+             stopped: bool = False):
+    """tools/train.py under torchrun through the recording worker (records in ``records``)."""
+    records.mkdir(parents=True, exist_ok=True)
+    return launch(nproc, WORKER, ["--cfg", cfg, *extra, "--opts", *opts],
+                  {"RECORD_DIR": str(records), **(env or {})}, stopped)
 
 
 class Runs:
