@@ -129,17 +129,35 @@ class ExchangeUnit(nn.Module):
         xs = [branch(x) for branch, x in zip(self.branches, xs)]
         if self.fuse_layers is None:
             return xs
-        out = []
-        for target, paths in enumerate(self.fuse_layers):
-            size = xs[target].shape[-2:]
-            terms = [x if source == target else
-                     F.interpolate(path(x), size=size, mode="nearest") if source > target else path(x)
-                     for source, (path, x) in enumerate(zip(paths, xs))]
-            total = terms[0]
-            for term in terms[1:]:  # in branch order, as the reference sums; not in place, so the
-                total = total + term  # fx graph that export walks sees every addition
-            out.append(F.relu(total, inplace=True))
-        return out
+        return [F.relu(self._fused(target, xs), inplace=True) for target in range(len(self.fuse_layers))]
+
+    def _term(self, source: int, target: int, x: torch.Tensor, size) -> torch.Tensor:
+        """Branch ``source`` brought to the resolution and width of ``target``."""
+        path = self.fuse_layers[target][source]
+        if source == target:
+            return x
+        if source > target:
+            return F.interpolate(path(x), size=size, mode="nearest")
+        return path(x)
+
+    def _fused(self, target: int, xs: list[torch.Tensor]) -> torch.Tensor:
+        """The sum of all branches at ``target``, added in branch order as the reference adds
+        them, so that it is the same to the bit.  Each term is added as soon as it is computed,
+        in place once the sum is a tensor of its own (never into a branch output, which the
+        other targets read): the intermediate sums allocate nothing and no term waits in
+        memory.  torch.fx records ``+=`` as an out-of-place addition, so traced graphs (export,
+        QAT) mutate nothing."""
+        size = xs[target].shape[-2:]
+        total, owned = None, False
+        for source, x in enumerate(xs):
+            term = self._term(source, target, x, size)
+            if total is None:
+                total, owned = term, source != target
+            elif owned:
+                total += term
+            else:
+                total, owned = total + term, True
+        return total
 
 
 class Transition(nn.ModuleList):
