@@ -32,11 +32,17 @@ def main() -> int:
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe")
     parser.add_argument("--pruner", choices=PRUNERS, default="none",
                         help="median: stop a trial whose per-epoch metric is below the median of earlier trials")
+    parser.add_argument("--heartbeat", type=int, default=60, metavar="S",
+                        help="seconds between a running trial's heartbeats in the storage (default 60)")
+    parser.add_argument("--grace", type=int, metavar="S",
+                        help="seconds without a heartbeat after which another machine takes a running "
+                             "trial over (default 10 x --heartbeat)")
     parser.add_argument("--report", action="store_true", help="train nothing: write the report of the trials so far")
     args = parser.parse_args()
     return sweep(SweepArgs(cfg=Path(args.cfg), spaces=args.space, trials=args.trials, opts=args.opts,
                            metric=args.metric, minimize=args.minimize, study=args.study, storage=args.storage,
-                           out=args.out, sampler=args.sampler, pruner=args.pruner, report_only=args.report))
+                           out=args.out, sampler=args.sampler, pruner=args.pruner, report_only=args.report,
+                           heartbeat=args.heartbeat, grace=args.grace))
 
 
 if __name__ == "__main__":

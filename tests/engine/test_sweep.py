@@ -1,13 +1,18 @@
 """tools/sweep.py on tiny trials (one or a few iterations of ResNet-20 on generated 16x16
-images): the report, a SIGKILL and a restart, two processes on one SQLite file, a failed
-trial, and the one-line errors of a bad --space."""
+images): the report, a SIGKILL and a restart, two processes on one SQLite file, a trial of
+a dead (or only stalled) machine, a failed trial, and the one-line errors of a bad --space,
+--heartbeat or --grace."""
 from __future__ import annotations
 
 import json
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -15,6 +20,10 @@ import pytest
 
 from reliability_helpers import one_error, run_main
 from tasks.engine import config
+from tasks.engine.sweep import ownership
+from tasks.engine.sweep.space import parse_spaces
+from tasks.engine.sweep.study import distributions, next_trial, open_study
+from tasks.engine.sweep.trial import Outcome, record
 from tools import sweep as sweep_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,3 +175,139 @@ def test_median_pruner_stops_a_trial_below_the_earlier_ones_and_skips_reported_e
     with pytest.raises(optuna.TrialPruned, match="pruned after epoch 0"):
         hook(0, {"val_top1": 10.0})
     assert study.trials[1].intermediate_values == {0: 10.0}
+
+
+ELSEWHERE = {"host": "elsewhere", "out": "/elsewhere/sweep", ownership.CLAIM: "theirs"}
+
+
+def other_machine_trial(out: Path, heartbeat_age_s: int) -> optuna.trial.FrozenTrial:
+    """A RUNNING trial as a sweep on another machine leaves it in the shared study: its
+    parameters, host, folder and token, a heartbeat ``heartbeat_age_s`` old and no lock here."""
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'study.db'}")
+    trial = study.ask(distributions(parse_spaces(SPACE[1::2])))
+    for key, value in ELSEWHERE.items():
+        trial.set_user_attr(key, value)
+    study._storage.record_heartbeat(trial._trial_id)
+    with sqlite3.connect(out / "study.db") as db:
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', ?) WHERE trial_id = ?",
+                   (f"-{heartbeat_age_s} seconds", trial._trial_id))
+    return study._storage.get_trial(trial._trial_id)
+
+
+@pytest.mark.parametrize("heartbeat_age_s, taken_over", [(3600, True), (0, False)])
+def test_a_trial_of_another_machine_is_taken_over_once_its_heartbeat_is_older_than_grace(
+        sweep_cfg, tmp_path, capsys, heartbeat_age_s, taken_over):
+    cfg, out = sweep_cfg(), tmp_path / "sweep"
+    args = ("--cfg", cfg, *SPACE, "--trials", 2, "--out", out)
+    assert run_main(sweep_tool.main, *args, "--report", capsys=capsys)[0] == 0  # the study, as others made it
+    theirs = other_machine_trial(out, heartbeat_age_s)
+    code, err = run_main(sweep_tool.main, *args, capsys=capsys)
+    assert code == 0, err
+    trials = study_trials(out)
+    assert [t.number for t in trials] == [0, 1]  # every trial counted once, the budget exact
+    assert trials[0].params == theirs.params
+    ran = [t.number for t in trials if (out / "trials" / "classification" / f"tiny_trial{t.number:03d}").is_dir()]
+    if taken_over:  # under its own number, started fresh in this folder, then finished here
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials) and ran == [0, 1]
+        assert trials[0].user_attrs["host"] == socket.gethostname()
+        assert trials[0].user_attrs["out"] == str(out.resolve())
+        assert trials[0].user_attrs[ownership.CLAIM] != "theirs"
+        assert (out / "report.md").read_text().count("| complete |") == 2
+    else:  # alive: left to its machine
+        assert trials[0].state == optuna.trial.TrialState.RUNNING and ran == [1]
+        assert {k: trials[0].user_attrs[k] for k in ELSEWHERE} == ELSEWHERE
+        assert trials[1].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_of_threads_racing_for_one_stale_trial_exactly_one_takes_it_each_time(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="race")
+    trial = study.ask()
+    trial_id, racers = trial._trial_id, 4
+    stores = [optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+              for _ in range(racers)]
+    old = None  # first a trial without a token (one INSERT wins), then swaps of the winner's token
+    for round_ in range(8):
+        start = threading.Barrier(racers)
+
+        def contend(i: int) -> bool:
+            start.wait()
+            return ownership.swap_claim(stores[i], trial_id, old, f"round{round_}-racer{i}")
+
+        with ThreadPoolExecutor(racers) as pool:
+            won = list(pool.map(contend, range(racers)))
+        assert sum(won) == 1, (round_, won)
+        old = f"round{round_}-racer{won.index(True)}"
+        assert study._storage.get_trial(trial_id).user_attrs[ownership.CLAIM] == old
+    with sqlite3.connect(tmp_path / "study.db") as db:  # silent for an hour
+        db.execute("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-3600 seconds')")
+    start = threading.Barrier(racers)
+
+    def notice_stale(i: int) -> bool:  # as other machines do: only while the heartbeat is old
+        start.wait()
+        return ownership.swap_claim(stores[i], trial_id, old, f"stale-racer{i}", grace=60)
+
+    with ThreadPoolExecutor(racers) as pool:
+        won = list(pool.map(notice_stale, range(racers)))
+    assert sum(won) == 1, won
+    old = f"stale-racer{won.index(True)}"
+    assert not ownership.swap_claim(stores[0], trial_id, old, "again", grace=60)  # its heartbeat is fresh now
+    study.tell(trial, 1.0)
+    assert not ownership.swap_claim(stores[0], trial_id, old, "late")  # a finished trial stays as it is
+
+
+def test_a_stalled_machine_that_comes_back_records_nothing_and_leaves_the_trial_to_its_new_owner(tmp_path):
+    out = tmp_path / "sweep"
+    (out / "locks").mkdir(parents=True)
+    params = parse_spaces(SPACE[1::2])
+    study = open_study(f"sqlite:///{out / 'study.db'}", "tiny", {"space": SPACE[1::2], "metric": "val_top1",
+                       "direction": "maximize", "sampler": "tpe"}, None, None, heartbeat=60, grace=600)
+    mine = next_trial(study, params, budget=1, out=out)
+    trial_id = mine.trial._trial_id
+    # another machine found the heartbeat stale and took the trial over under its number
+    assert ownership.swap_claim(ownership.rdb(study), trial_id, mine.token, "theirs")
+    study._storage.set_trial_user_attr(trial_id, "host", "elsewhere")
+    from tasks.engine.sweep.trial import _ownership_hook, _Superseded
+    with pytest.raises(_Superseded):  # the comeback's run stops at its next epoch
+        _ownership_hook(mine)(0, {})
+    lost = record(study, mine, Outcome(optuna.trial.TrialState.COMPLETE, 0.5, 1))
+    assert lost.state is None and "elsewhere" in lost.lost and " runs it" in lost.lost
+    assert study._storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING  # told nothing
+    study.tell(optuna.Trial(study, trial_id), 0.9)  # the new owner finishes it
+    lost = record(study, mine, Outcome(optuna.trial.TrialState.COMPLETE, 0.5, 1))
+    assert " finished it" in lost.lost and "\n" not in lost.lost
+    finished = study._storage.get_trial(trial_id)
+    assert finished.value == 0.9 and "epochs" not in finished.user_attrs
+    mine.release()
+
+
+def test_a_trial_taken_over_while_it_trains_here_is_left_to_its_new_owner_and_the_sweep_goes_on(
+        sweep_cfg, tmp_path, capsys, monkeypatch):
+    cfg, out = sweep_cfg(), tmp_path / "sweep"
+    owns = ownership.owns
+
+    def taken_during_trial_0(trial, token):  # as if this machine had stalled past --grace
+        if trial.number == 0 and trial.study._storage.get_trial(trial._trial_id).user_attrs["host"] != "elsewhere":
+            assert ownership.swap_claim(ownership.rdb(trial.study), trial._trial_id, token, "theirs")
+            trial.study._storage.set_trial_user_attr(trial._trial_id, "host", "elsewhere")
+        return owns(trial, token)
+
+    monkeypatch.setattr(ownership, "owns", taken_during_trial_0)
+    code, err = run_main(sweep_tool.main, "--cfg", cfg, *SPACE, "--trials", 2, "--out", out, capsys=capsys)
+    assert code == 0 and "Traceback" not in err, err
+    first, second = study_trials(out)
+    assert first.state == optuna.trial.TrialState.RUNNING and "epochs" not in first.user_attrs  # its owner's to tell
+    assert first.user_attrs[ownership.CLAIM] == "theirs"
+    assert second.state == optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--heartbeat", "0"], ["--heartbeat 0", "at least 1"]),
+    (["--grace", "30"], ["--grace 30", "at least twice --heartbeat (60 s)"]),
+    (["--heartbeat", "5", "--grace", "9"], ["--grace 9", "twice --heartbeat (5 s)", "e.g. 50"]),
+])
+def test_a_bad_heartbeat_or_grace_is_one_line_naming_it(sweep_cfg, tmp_path, capsys, extra, expected):
+    out = tmp_path / "sweep"
+    code, err = run_main(sweep_tool.main, "--cfg", sweep_cfg(), *SPACE, "--out", out, *extra, capsys=capsys)
+    one_error(code, err, *expected)
+    assert not out.exists()

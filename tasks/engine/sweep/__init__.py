@@ -6,7 +6,8 @@ file (unless ``--storage`` names a database), the trials' run folders, their loc
 report.  Starting the same command again continues the study: finished trials are kept, a
 trial left running by a killed sweep is resumed from its checkpoint, and new trials are
 asked for until the study holds ``--trials``; several processes (or machines, sharing a
-database URL) can work on one study at once.  See docs/sweeps.md.
+database URL) can work on one study at once, and a trial whose machine stopped sending its
+heartbeat is taken over by another.  See docs/sweeps.md.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
 
 from .. import config as config_lib
 from .. import task as task_registry
@@ -45,6 +47,8 @@ class SweepArgs:
     sampler: str = "tpe"
     pruner: str = "none"
     report_only: bool = False
+    heartbeat: int = 60  # seconds between a running trial's heartbeats
+    grace: int | None = None  # default: 10 x heartbeat
 
 
 def check_params(cfg_path: Path, opts: list[str], params: list[Param]) -> None:
@@ -85,6 +89,20 @@ def _budget(args: SweepArgs, params: list[Param]) -> int:
     return args.trials
 
 
+def _liveness(args: SweepArgs) -> tuple[int, int]:
+    """``(heartbeat, grace)`` in seconds.  The grace period must leave room for a late
+    heartbeat (a busy database, a slow epoch's evaluation), or a live trial would be taken
+    over and trained twice."""
+    if args.heartbeat < 1:
+        raise UserError(f"--heartbeat {args.heartbeat}: give the seconds between a trial's heartbeats, at least 1")
+    grace = 10 * args.heartbeat if args.grace is None else args.grace
+    if grace < 2 * args.heartbeat:
+        raise UserError(f"--grace {grace}: give at least twice --heartbeat ({args.heartbeat} s), e.g. "
+                        f"{10 * args.heartbeat} (the default), so that a late heartbeat is not taken "
+                        "for a dead machine")
+    return args.heartbeat, grace
+
+
 def _study_name(args: SweepArgs, cfg) -> str:
     name = args.study or cfg.NAME
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}", name):
@@ -100,6 +118,7 @@ def sweep(args: SweepArgs) -> int:
     if not params:
         raise UserError("give at least one --space KEY=log:LOW:HIGH (or float/int/choice)")
     check_params(args.cfg, args.opts, params)
+    heartbeat, grace = _liveness(args)
     metric = args.metric or f"val_{task_registry.get(cfg.TASK).main_metric}"
     if not metric.startswith("val_"):
         raise UserError(f"--metric {metric}: a sweep is judged on a validation column of "
@@ -113,7 +132,7 @@ def sweep(args: SweepArgs) -> int:
     pruner = optuna.pruners.MedianPruner() if args.pruner == "median" else optuna.pruners.NopPruner()
     with folder_lock(out):  # one process creates the storage's tables, the others wait
         study = open_study(args.storage or f"sqlite:///{out / 'study.db'}", name, definition,
-                           make_sampler(args.sampler, params, budget), pruner)
+                           make_sampler(args.sampler, params, budget), pruner, heartbeat, grace)
     code = 0 if args.report_only else _run_trials(study, args, params, metric, out, budget)
     text, written = write_report(study, params, metric, args.minimize, out, cfg.OUTPUT_DIR)
     print(text)
@@ -123,23 +142,33 @@ def sweep(args: SweepArgs) -> int:
 
 def _run_trials(study: optuna.Study, args: SweepArgs, params: list[Param], metric: str, out: Path,
                 budget: int) -> int:
-    """Claim and run trials until the study holds ``budget`` of them (or a signal stops it)."""
+    """Claim and run trials until the study holds ``budget`` of them (or a signal stops it);
+    each trial's heartbeat is recorded while it trains."""
     while (claim := next_trial(study, params, budget, out)) is not None:
         shown = ", ".join(f"{p.key} {p.opt_value(claim.trial.params[p.key])}" for p in params)
-        print(f"[trial {claim.trial.number} of {budget}{', resumed' if claim.taken_over else ''}] {shown}",
+        print(f"[trial {claim.trial.number} of {budget}{', ' + claim.how if claim.how else ''}] {shown}",
               flush=True)
         try:
-            outcome = run_trial(claim, args.cfg, args.opts, params, metric, out)
-            if outcome.state is None:
+            with get_heartbeat_thread(claim.trial._trial_id, study._storage):
+                outcome = run_trial(claim, args.cfg, args.opts, params, metric, out)
+            if outcome.state is None and not outcome.lost:
                 print(f"trial {claim.trial.number} stopped by a signal; start the same command "
                       "again to continue it", flush=True)
                 return STOPPED
-            record(study, claim, outcome)
+            if not outcome.lost:
+                outcome = record(study, claim, outcome)
         finally:
             claim.release()
-        value = f"{metric} {outcome.value:.4g}, " if outcome.value is not None else ""
-        print(f"[trial {claim.trial.number}] {outcome.state.name.lower()}: {value}{outcome.epochs} "
-              f"epoch(s){'; ' + outcome.reason if outcome.reason else ''}", flush=True)
+        print(_ended(claim, outcome, metric), flush=True)
         if outcome.fatal:
             raise UserError(outcome.reason)
     return 0
+
+
+def _ended(claim, outcome, metric: str) -> str:
+    """The line that says how a trial ended here."""
+    if outcome.lost:
+        return f"[trial {claim.trial.number}] left to another process: {outcome.lost}"
+    value = f"{metric} {outcome.value:.4g}, " if outcome.value is not None else ""
+    return (f"[trial {claim.trial.number}] {outcome.state.name.lower()}: {value}{outcome.epochs} "
+            f"epoch(s){'; ' + outcome.reason if outcome.reason else ''}")

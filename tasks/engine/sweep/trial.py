@@ -16,18 +16,25 @@ from .. import run_dir as run_dir_lib
 from ..cli import one_line
 from ..errors import UserError
 from ..trainer import Trainer
+from . import ownership
 from .space import Param
 from .study import Claim
 
 
 @dataclass
 class Outcome:
-    """How a trial ended; ``state`` None: stopped by a signal, left RUNNING to be resumed."""
+    """How a trial ended; ``state`` None: stopped by a signal, left RUNNING to be resumed, or
+    (with ``lost``) owned by another process now, recorded by it."""
     state: TrialState | None
     value: float | None = None
     epochs: int = 0
     reason: str = ""
     fatal: bool = False  # the sweep itself is wrong (the metric is not logged): stop it
+    lost: str = ""  # why another process records this trial instead
+
+
+class _Superseded(Exception):
+    """Another process owns the trial now: this run stops at the end of its epoch."""
 
 
 @dataclass
@@ -56,9 +63,11 @@ def run_trial(claim: Claim, cfg_path: Path, opts: list[str], params: list[Param]
     try:
         cfg = trial_config(cfg_path, opts, params, trial.params, out,
                            trial_name(trial.study.study_name, trial.number))
-        results = _train(cfg, _pruning_hook(trial, progress))
+        results = _train(cfg, [_ownership_hook(claim), _pruning_hook(trial, progress)])
     except optuna.TrialPruned as pruned:
         return Outcome(TrialState.PRUNED, epochs=progress.epochs, reason=str(pruned))
+    except (_Superseded, optuna.exceptions.UpdateFinishedTrialError):
+        return Outcome(None, epochs=progress.epochs, lost=lost_reason(trial))
     except UserError as err:
         return Outcome(TrialState.FAIL, epochs=progress.epochs, reason=one_line(err))
     except (RuntimeError, ValueError, FloatingPointError) as err:  # e.g. out of memory
@@ -85,7 +94,7 @@ def _judged(results: dict, metric: str) -> Outcome:
     return Outcome(TrialState.COMPLETE, float(value), epochs)
 
 
-def _train(cfg, hook) -> dict:
+def _train(cfg, hooks: list) -> dict:
     """Run the trial's folder to its end: a finished run is read, not retrained (the sweep
     stopped before recording it); a checkpoint is continued; else a fresh start."""
     folder = run_dir_lib.run_dir_of(cfg)
@@ -94,8 +103,27 @@ def _train(cfg, hook) -> dict:
         return json.loads(finished.read_text())
     with run_dir_lib.claim(folder, "auto") as held:
         trainer = Trainer(cfg, resume=held.resume)
-        trainer.epoch_hooks.append(hook)
+        trainer.epoch_hooks.extend(hooks)
         return trainer.fit()
+
+
+def _ownership_hook(claim: Claim):
+    """End the run after an epoch in which another process took the trial over (this one's
+    heartbeat had been older than the grace period: a stalled machine, not a dead one), so
+    that two runs of one trial do not both tell Optuna how it ended."""
+    def hook(epoch: int, row: dict) -> None:
+        if not ownership.owns(claim.trial, claim.token):
+            raise _Superseded()
+    return hook
+
+
+def lost_reason(trial: optuna.Trial) -> str:
+    """Who owns the trial now, and why this process records nothing."""
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    where = f"{frozen.user_attrs.get('host', '?')}:{frozen.user_attrs.get('out', '?')}"
+    did = "finished" if frozen.state.is_finished() else "runs"
+    return (f"another sweep process ({where}) took it over while this one's heartbeat was older than "
+            f"--grace and {did} it; this run records nothing (raise --grace if machines stall that long)")
 
 
 def _pruning_hook(trial: optuna.Trial, progress: _Progress):
@@ -113,10 +141,18 @@ def _pruning_hook(trial: optuna.Trial, progress: _Progress):
     return hook
 
 
-def record(study: optuna.Study, claim: Claim, outcome: Outcome) -> None:
-    """Tell Optuna how the trial ended (with its epochs and, if any, why it failed)."""
-    claim.trial.set_user_attr("epochs", outcome.epochs)
-    if outcome.reason:
-        claim.trial.set_user_attr("reason", outcome.reason)
-    value = outcome.value if outcome.state == TrialState.COMPLETE else None
-    study.tell(claim.trial, value, state=outcome.state)
+def record(study: optuna.Study, claim: Claim, outcome: Outcome) -> Outcome:
+    """Tell Optuna how the trial ended (with its epochs and, if any, why it failed), unless
+    another process owns the trial now: then the outcome says so and nothing is told (Optuna
+    refuses to update a finished trial; one that another process runs is its to tell)."""
+    if not ownership.owns(claim.trial, claim.token):
+        return Outcome(None, epochs=outcome.epochs, lost=lost_reason(claim.trial))
+    try:
+        claim.trial.set_user_attr("epochs", outcome.epochs)
+        if outcome.reason:
+            claim.trial.set_user_attr("reason", outcome.reason)
+        value = outcome.value if outcome.state == TrialState.COMPLETE else None
+        study.tell(claim.trial, value, state=outcome.state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return Outcome(None, epochs=outcome.epochs, lost=lost_reason(claim.trial))
+    return outcome
