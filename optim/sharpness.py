@@ -299,6 +299,9 @@ class SharpnessAwareOptimizer(Optimizer):
                 add_into(self._v_sum, list(v), list(v.values()))
             else:
                 self.cycle.hold(v)
+                # ||v|| / ||g0||: how large the held part is against its g0, the yardstick
+                # for reuse_alpha (the reused steps add alpha * ||g0|| of it)
+                s.extras["held_share"] = self.cycle.v_norm * grad_scale / (s.norms["grad_norm"] + EPS)
         s.g0 = []
         s.phase = Phase.READY
 

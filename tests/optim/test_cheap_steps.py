@@ -89,6 +89,10 @@ def test_cheap_steps_equal_the_formula_after_20_steps(method, base, reuse):
         train(model, opt, 1, start=t)
         full.append(opt.last_stats["full_step"])
         assert ("reuse_factor" in opt.last_stats) == (reuse == "look" and t % 3 != 0)
+        assert ("held_share" in opt.last_stats) == (reuse == "look" and t % 3 == 0)
+        if "held_share" in opt.last_stats:
+            held = opt.cycle.v_norm / opt.last_stats["grad_norm"]
+            assert opt.last_stats["held_share"] == pytest.approx(held, rel=1e-6)
     assert full == [float(t % 3 == 0) for t in range(20)]
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=f"{name} differs")
@@ -166,7 +170,7 @@ def test_pass_api_and_grad_scaler_path_take_the_same_cheap_steps(method):
         opts[0].step(closure_for(by_closure, opts[0], x, y))
         run_by_hand(by_hand_model, opts[1], x, y)
         optim.run_step(opts[2], _scaled_closure(scaled, opts[2], x, y, scaler), scaler)
-        for key in ("grad_norm", "full_step", "reuse_factor"):
+        for key in ("grad_norm", "full_step", "reuse_factor", "held_share"):
             if key in opts[0].last_stats:
                 assert opts[2].last_stats[key] == pytest.approx(opts[0].last_stats[key], rel=1e-4)
     assert same_weights(by_closure, by_hand_model)
