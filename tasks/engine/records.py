@@ -16,7 +16,7 @@ from .errors import UserError
 from .io import atomic_write, save_figure
 
 DIAGNOSTICS = ("grad_norm", "perturbed_grad_norm", "min_grad_norm", "cos_g0_g2", "rho_min",
-               "full_step")
+               "full_step", "reuse_factor", "held_share")
 
 
 def make_logger(run_dir: Path | None, name: str = "bsam") -> logging.Logger:

@@ -21,10 +21,12 @@ def test_diagnostics_meter_means_each_key_over_the_steps_that_report_it():
     meter = DiagnosticsMeter()
     for full in (1.0, 0.0, 0.0, 1.0):
         meter.add({"grad_norm": 2.0, "full_step": full,
-                   **({"perturbed_grad_norm": 3.0, "cos_g0_g2": -0.5} if full else {})})
+                   **({"perturbed_grad_norm": 3.0, "cos_g0_g2": -0.5, "held_share": 0.2} if full
+                      else {"reuse_factor": 3.5})})
     summary = meter.summary()
     assert summary["perturbed_grad_norm"] == 3.0 and summary["grad_norm"] == 2.0
     assert summary["full_step"] == 0.5 and summary["conflict_frac"] == 1.0
+    assert summary["held_share"] == 0.2 and summary["reuse_factor"] == 3.5  # LookSAM's columns
 
 
 def test_diagnostics_meter_continues_from_its_state():
