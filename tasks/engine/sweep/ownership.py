@@ -95,6 +95,11 @@ def _beat(connection, trial_id: int) -> None:
         connection.execute(sqlalchemy.insert(beat).values(trial_id=trial_id, heartbeat=now))
 
 
+def location(frozen) -> str:
+    """``host:out`` of the sweep process that last claimed the trial (its user attributes)."""
+    return f"{frozen.user_attrs.get('host', '?')}:{frozen.user_attrs.get('out', '?')}"
+
+
 def stale_trial_ids(study: optuna.Study) -> list[int]:
     """RUNNING trials whose heartbeat is older than the storage's grace period (Optuna's own
     test, on the database's clock, so the machines' clocks need not agree)."""

@@ -132,7 +132,7 @@ def _stale_elsewhere(study: optuna.Study, out: Path, here: dict) -> Claim | None
     for trial_id in ownership.stale_trial_ids(study):
         frozen = study._storage.get_trial(trial_id)
         if not _is_here(frozen, here):
-            where = f"{frozen.user_attrs.get('host', '?')}:{frozen.user_attrs.get('out', '?')}"
+            where = ownership.location(frozen)
             claim = _take_over(study, frozen, out, here, f"taken over from {where}",
                                ownership.rdb(study).grace_period)
             if claim is not None:

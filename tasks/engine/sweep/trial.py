@@ -120,7 +120,7 @@ def _ownership_hook(claim: Claim):
 def lost_reason(trial: optuna.Trial) -> str:
     """Who owns the trial now, and why this process records nothing."""
     frozen = trial.study._storage.get_trial(trial._trial_id)
-    where = f"{frozen.user_attrs.get('host', '?')}:{frozen.user_attrs.get('out', '?')}"
+    where = ownership.location(frozen)
     did = "finished" if frozen.state.is_finished() else "runs"
     return (f"another sweep process ({where}) took it over while this one's heartbeat was older than "
             f"--grace and {did} it; this run records nothing (raise --grace if machines stall that long)")
