@@ -81,7 +81,8 @@ def commands(bench: Bench) -> list[str]:
     """Every run's command (bash), as the README shows them; the sweeps' first."""
     lines = [f"RECIPE=({quoted(bench.recipe)})"]
     for method in (m for m in TUNED if m in bench.args.methods):
-        command = tuning.sweep_command(method, bench.args.cfg, bench.recipe, bench.out / "sweeps", bench.args.tune_trials)
+        command = tuning.sweep_command(method, bench.args.cfg, bench.recipe, bench.out / "sweeps",
+                                       bench.args.tune_trials, bench.ledger)
         lines.append(f"# the sweep that tunes {method}\n" + tuning.shown(command))
     for job in bench.jobs:
         opts = job_opts(job, bench.preset, bench.epochs, bench.tuned)

@@ -1,7 +1,9 @@
 """The tuned rows: rho (SAM) and rho with rho_min (BSAM, rho_min_end 0) chosen by a sweep
 (``tools/sweep.py``) on a validation split of the training images, the same number of trials
 for each; the chosen values then train on the whole training set like the other rows.  The
-sweeps' reports are kept in the ledger (``sweeps/<method>/``) with the finished runs."""
+sweeps' reports are kept in the ledger (``sweeps/<method>/``) with the finished runs, and so is
+each sweep's Optuna storage (``study.db``) while it runs: committed as trials finish, it lets a
+new checkout continue the study (finished trials kept, a trial that was running taken over)."""
 from __future__ import annotations
 
 import json
@@ -20,12 +22,21 @@ VAL_FRACTION = "0.1"
 REPORT_FILES = ("report.md", "trials.json", "sweep.png", "best.yaml")
 
 
-def sweep_command(method: str, cfg: Path, recipe: list[str], out: Path, trials: int) -> list[str]:
-    """The sweep of one tuned method: its recipe with a 10% validation split, seed 0."""
+def sweep_command(method: str, cfg: Path, recipe: list[str], out: Path, trials: int,
+                  ledger: Path | None = None) -> list[str]:
+    """The sweep of one tuned method: its recipe with a 10% validation split, seed 0; its
+    storage in the ledger when there is one (else the sweep folder's default)."""
     opts = [*recipe, *METHODS[method], "DATASET.VAL_FROM_TRAIN", VAL_FRACTION, "SEED", "0"]
     spaces = [x for space in SPACES[method] for x in ("--space", space)]
+    storage = ["--storage", f"sqlite:///{short(study_file(ledger, method))}"] if ledger else []
     return [sys.executable, "tools/sweep.py", "--cfg", short(cfg), *spaces, "--trials", str(trials),
-            "--metric", "val_top1", "--study", f"tune_{method.removesuffix('_tuned')}", "--out", short(out / method), "--opts", *opts]
+            "--metric", "val_top1", "--study", f"tune_{method.removesuffix('_tuned')}", "--out", short(out / method),
+            *storage, "--opts", *opts]
+
+
+def study_file(ledger: Path, method: str) -> Path:
+    """Where the ledger keeps a tuned method's Optuna storage."""
+    return ledger / "sweeps" / method / "study.db"
 
 
 def shown(command: list[str]) -> str:
@@ -52,10 +63,12 @@ def run_sweeps(cfg: Path, recipe: list[str], out: Path, ledger: Path | None, tri
     for method in methods:
         if chosen_values(method, out, ledger, trials) is None:
             log = out / "logs" / f"sweep_{method}.log"
+            if ledger:
+                study_file(ledger, method).parent.mkdir(parents=True, exist_ok=True)
             log.parent.mkdir(parents=True, exist_ok=True)
             print(f"sweep {method}: {trials} trials -> {out / method} (log {log})", flush=True)
             with open(log, "a") as f:
-                proc = subprocess.run(sweep_command(method, cfg, recipe, out, trials), cwd=REPO, stdout=f,
+                proc = subprocess.run(sweep_command(method, cfg, recipe, out, trials, ledger), cwd=REPO, stdout=f,
                                       stderr=subprocess.STDOUT, env=env)
             if proc.returncode != 0:
                 sys.exit(f"the sweep of {method} failed (exit {proc.returncode}); log {log}")
