@@ -5,8 +5,9 @@ downloaded) is fine-tuned on flowers5 with ``configs/transfer_flowers_*`` (today
 crop and flip, label smoothing, backbone LR x 0.1) and with ``configs/transfer_timm_*`` (EMA,
 RandAugment, random erasing, mixup/cutmix, layer decay, no WD on norm/bias), both at the
 same input size, epochs and seeds.  Prints a markdown table: best and final top-1 of the test
-split (best = what model_best.pth holds: the better of raw and EMA for the new recipe), and
-the CPU seconds per training epoch (on one thread, the compute whatever shares the machine).
+split (best = what model_best.pth holds: the better of raw and EMA for the new recipe), how
+many runs kept the EMA, and the training process's CPU seconds per epoch (the whole run, with
+its evaluations, over its epochs; on one thread the compute, whatever shares the machine).
 
 Runs go through ``tools/train.py``.  Every finished run leaves a record in ``--ledger`` (a
 folder meant for version control, one per backbone/size/epochs setting) and is never
