@@ -73,8 +73,9 @@ def recorded(run: Run, ledger: Path) -> dict | None:
     return None
 
 
-def train_and_record(run: Run, root: Path, ledger: Path, threads: int, extra=lambda run_dir: {}) -> dict:
-    """Train ``run`` (or continue it) and write its record; ``extra(run_dir)`` adds fields."""
+def train_and_record(run: Run, root: Path, ledger: Path, threads: int, **fields) -> dict:
+    """Train ``run`` (or continue it) and write its record (with ``fields`` and the SHA-256 of
+    its ``model_best.pth``)."""
     run_dir = root / "classification" / run.name
     results, cpu = train(run.cfg, [str(x) for x in run.opts], run_dir, root / "logs" / f"{run.name}.log", threads)
     with open(run_dir / "metrics.csv") as f:
@@ -82,7 +83,8 @@ def train_and_record(run: Run, root: Path, ledger: Path, threads: int, extra=lam
     record = {"name": run.name, "recipe": run.recipe, "method": run.method,
               "opts": compared_opts(run.opts), "epochs": results["epochs"], "best": results["best"],
               "final": results["final"], "cpu_seconds_per_epoch": cpu / results["epochs"],
-              "train_seconds_per_epoch": wall, **extra(run_dir)}
+              "train_seconds_per_epoch": wall,
+              "weights_sha256": sha256(run_dir / "model_best.pth"), **fields}
     save_json(record, ledger / f"{run.name}.json")
     return record
 
@@ -94,8 +96,7 @@ def backbone_weights(run: Run, root: Path, ledger: Path, threads: int) -> tuple[
     while not ((record := recorded(run, ledger)) and weights.is_file()):
         with claimed(root / "locks" / f"{run.name}.lock") as mine:
             if mine and not ((record := recorded(run, ledger)) and weights.is_file()):
-                trained = train_and_record(run, root, ledger, threads,
-                                           lambda run_dir: {"weights_sha256": sha256(weights)})
+                trained = train_and_record(run, root, ledger, threads)
                 if record and record["weights_sha256"] != trained["weights_sha256"]:
                     save_json(record, ledger / f"{run.name}.json")  # the ledger's runs used the old one
                     sys.exit(f"the retrained backbone {weights} differs from the one the ledger's runs used "
@@ -170,8 +171,7 @@ def main() -> None:
             with claimed(root / "locks" / f"{run.name}.lock") as mine:
                 if mine and not (record := recorded(run, ledger)):
                     print(f"training {run.name}", flush=True)
-                    record = train_and_record(run, root, ledger, args.threads,
-                                              lambda run_dir: {"backbone_sha256": digest})
+                    record = train_and_record(run, root, ledger, args.threads, backbone_sha256=digest)
                 if record := recorded(run, ledger):
                     done[run.name] = record
     pretrained = recorded(backbone, ledger)
