@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from tasks.engine.flatness_pictures import draw_landscape_1d
@@ -97,8 +98,9 @@ def figure(rows: list[dict], records: list[dict]) -> Figure:
     """Test accuracy against training time (mean over seeds) and the 1-D landscapes."""
     fig = Figure(figsize=(11, 4), dpi=110)
     ax = fig.add_subplot(1, 2, 1)
+    colors = _method_colors(rows)
     for row in rows:
-        _draw_row_curve(ax, row, [r for r in records if r["row"] == row["row"] and r["curve"]])
+        _draw_row_curve(ax, row, [r for r in records if r["row"] == row["row"] and r["curve"]], colors[row["label"]])
     ax.set_xlabel("training time (CPU minutes, one thread)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("test accuracy against training time (mean over seeds)", fontsize=9)
@@ -111,12 +113,20 @@ def figure(rows: list[dict], records: list[dict]) -> Figure:
             landscapes[row["label"]] = first["landscape_1d"]
     if landscapes:
         draw_landscape_1d(fig.add_subplot(1, 2, 2), landscapes,
-                          title="training loss along a filter-normalised direction (first seed)")
+                          title="training loss along a filter-normalised direction (first seed)", colors=colors)
     fig.tight_layout()
     return fig
 
 
-def _draw_row_curve(ax, row: dict, runs: list[dict]) -> None:
+def _method_colors(rows: list[dict]) -> dict[str, tuple]:
+    """One colour per method label, the same in both panels (a noisy row shares its clean
+    row's colour and is dashed); tab20 holds more methods than the default cycle of ten."""
+    labels = list(dict.fromkeys(row["label"] for row in rows))
+    palette = colormaps["tab20"]
+    return {label: palette(i % palette.N) for i, label in enumerate(labels)}
+
+
+def _draw_row_curve(ax, row: dict, runs: list[dict], color) -> None:
     """One row's mean test curve; each curve's wall clock is stretched to its run's CPU time
     (the curve spans every attempt of a resumed run, its last point the last epoch's end;
     wall_seconds only the last attempt)."""
@@ -127,4 +137,4 @@ def _draw_row_curve(ax, row: dict, runs: list[dict]) -> None:
     xs = [statistics.fmean(r["curve"][i][0] * k for r, k in zip(runs, scale)) / 60 for i in range(n)]
     ys = [statistics.fmean(r["curve"][i][1] for r in runs) for i in range(n)]
     style = "--" if row["noise"] > 0 else ("-." if row["mult"] != 1 else (":" if row.get("method") in VARIANTS else "-"))
-    ax.plot(xs, ys, style, label=f"{row['label']}{' noisy' if row['noise'] else ''} (n={len(runs)})")
+    ax.plot(xs, ys, style, color=color, label=f"{row['label']}{' noisy' if row['noise'] else ''} (n={len(runs)})")

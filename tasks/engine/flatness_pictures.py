@@ -34,10 +34,12 @@ def _colour(comparison: dict, entry: dict) -> str:
     return f"C{comparison['entries'].index(entry) % 10}"
 
 
-def draw_landscape_1d(ax, curves: dict[str, dict], title: str = "loss along a filter-normalised direction") -> None:
-    """One line per labelled 1-D landscape (several models can share the axes)."""
+def draw_landscape_1d(ax, curves: dict[str, dict], title: str = "loss along a filter-normalised direction",
+                      colors: dict | None = None) -> None:
+    """One line per labelled 1-D landscape (several models can share the axes); ``colors``
+    by label keeps a figure's other panels and this one in the same colours."""
     for label, land in curves.items():
-        ax.plot(land["alphas"], land["loss"], marker=".", label=label)
+        ax.plot(land["alphas"], land["loss"], marker=".", label=label, color=(colors or {}).get(label))
     losses = [v for land in curves.values() for v in land["loss"]]
     if losses and min(losses) > 0 and max(losses) > 30 * min(losses):
         ax.set_yscale("log")  # far from the minimum the loss explodes; keep the bottom visible

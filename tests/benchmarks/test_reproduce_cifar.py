@@ -65,14 +65,16 @@ def test_dry_run_lists_every_run_and_the_time():
 
 def test_tuned_rows_train_at_the_values_their_sweep_chose(tmp_path):
     """--tuned lists a sweep per tuned method (on a 10% validation split); once a sweep holds
-    its trials, its best values are the tuned rows' options."""
-    out = tmp_path / "bench"
+    its trials, its best values are the tuned rows' options.  An empty ledger of its own: the
+    committed one holds both finished sweeps."""
+    out, ledger = tmp_path / "bench", tmp_path / "ledger"
+    ledger.mkdir()
     trials = [{"state": "complete", "params": {"SAM.RHO": 0.0123}, "value": 40.0},
               {"state": "fail", "params": {"SAM.RHO": 0.4}, "value": None}]
     best = {**trials[0], "trial": 0, "run": "tune_sam_trial000"}
     (out / "sweeps" / "sam_tuned").mkdir(parents=True)
     (out / "sweeps" / "sam_tuned" / "trials.json").write_text(json.dumps({"trials": trials, "best": best}))
-    proc = run("--tuned", "--tune-trials", "2", "--dry-run", "--out", str(out))
+    proc = run("--tuned", "--tune-trials", "2", "--dry-run", "--out", str(out), "--ledger", str(ledger))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("python tools/sweep.py") == 2 and "--trials 2" in proc.stdout
     assert "--space SAM.RHO=log:0.005:0.5 --space SAM.RHO_MIN=log:0.001:0.5" in proc.stdout
