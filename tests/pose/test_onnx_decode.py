@@ -99,4 +99,4 @@ def test_the_numpy_crop_is_opencvs(shared_data):
         center, scale = box_to_center_scale(box, 192 / 256)
         matrix = affine_matrix(center, scale, 0.0, (192, 256))
         ours, opencv = warp_crop(image, matrix, (192, 256)).astype(int), warp_image(image, matrix, (192, 256))
-        assert np.abs(ours - opencv).max() <= 1 and (ours != opencv).mean() < 1e-4  # OpenCV 5: equal
+        assert np.abs(ours - opencv).max() <= 1 and (ours != opencv).mean() < 1e-4  # OpenCV 5.0: equal
