@@ -31,8 +31,7 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, size) -> np.ndarray:
     """``image`` (H x W x C uint8) resampled into a ``size`` (w, h) crop by the 2x3 ``matrix``
     (image -> crop): bilinear, black outside the image, in OpenCV's arithmetic (``warpAffine``
     of OpenCV 5.0: float32 source coordinates and interpolation, rounded to uint8), so that
-    the crop is the one ``tools/eval.py`` feeds the network (pyproject pins OpenCV 5.0: 5.1
-    rounds a few pixels in 10^4 whose value lies within 10^-3 of a half the other way)."""
+    the crop is the one ``tools/eval.py`` feeds the network (with the OpenCV pyproject pins)."""
     width, height = int(size[0]), int(size[1])
     back = invert_affine(matrix).astype(np.float32)
     xs = np.arange(width, dtype=np.float32)[None, :]
