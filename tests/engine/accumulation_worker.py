@@ -29,16 +29,23 @@ def signal_on_loss_call(run: Trainer, call: int) -> None:
     run.task.loss = counted
 
 
-def main() -> int:
-    resume = "--resume" in sys.argv
-    for path in (a for a in sys.argv[1:] if a != "--resume"):
+def fit_all(paths: list, resume: bool) -> int:
+    for path in paths:
         run = Trainer(config.load(Path(path)), resume=resume)
         if "STOP_LOSS_CALL" in os.environ and run.rank == int(os.environ["STOP_RANK"]):
             signal_on_loss_call(run, int(os.environ["STOP_LOSS_CALL"]))
         if run.fit().get("stopped"):
             return 3
-    distributed.shutdown()
     return 0
+
+
+def main() -> int:
+    """The group is left in order when stopped too, as tools/train.py does: a process that
+    exits with its gloo group alive can abort in the group's teardown (SIGABRT, not status 3).
+    After an error torchrun ends the other ranks, so no barrier is waited for then."""
+    status = fit_all([a for a in sys.argv[1:] if a != "--resume"], "--resume" in sys.argv)
+    distributed.shutdown()
+    return status
 
 
 if __name__ == "__main__":
